@@ -63,7 +63,7 @@ func DefaultDevice(hostname string) string {
 
 // truncate keeps error messages bounded when the input is hostile.
 func truncate(s string) string {
-	const max = 80
+	const max = 48
 	if len(s) > max {
 		return s[:max] + "…"
 	}
