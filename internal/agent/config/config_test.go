@@ -82,8 +82,8 @@ func TestParseFlagWinsOverEnv(t *testing.T) {
 		Server: "flag.example:1", CertFile: "/env/device.crt", KeyFile: "/env/device.key", CAFile: "/env/ca.pem",
 		ArtifactServer: "https://cp.example:9444", TUFRoot: "/env/root.json",
 		DataDir: DefaultDataDir, ContainerRuntime: "auto",
-		Tags: map[string]string{"site": "flag"},
-		Allow: Allowlists{ExecProbe: []string{"/opt/check"}, ReloadUnit: []string{"nginx.service"}},
+		Tags:     map[string]string{"site": "flag"},
+		Allow:    Allowlists{ExecProbe: []string{"/opt/check"}, ReloadUnit: []string{"nginx.service"}},
 		LogLevel: slog.LevelDebug,
 	}
 	if diff := cmp.Diff(want, c); diff != "" {
