@@ -183,4 +183,3 @@ func cleanDT(b []byte) string {
 	b, _, _ = bytes.Cut(b, []byte{0})
 	return strings.TrimSpace(string(b))
 }
-
