@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+func apiKeysGroup() *group {
+	return &group{
+		name:    "api-keys",
+		summary: "API keys (needs apikeys.manage): list, create (the key is shown once), delete.",
+		cmds: []*command{
+			{name: "list", summary: "list keys (never the secrets)", run: apiKeysList},
+			{name: "create", args: "NAME", summary: "create a key with a role; prints the key once", run: apiKeysCreate},
+			{name: "delete", args: "ID", summary: "revoke a key at once", run: apiKeysDelete},
+		},
+	}
+}
+
+type apiKey struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	Owner      string     `json:"owner"`
+	Key        string     `json:"key,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+}
+
+func apiKeysList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	var pf pageFlags
+	pf.add(fs)
+	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+		return err
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	pf.query(q)
+	resp, err := c.do(ctx, http.MethodGet, apiPath("api-keys"), q, nil)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var l list[apiKey]
+	if err := decodeBody(resp, &l); err != nil {
+		return err
+	}
+	tw := a.table()
+	fmt.Fprintln(tw, "ID\tNAME\tROLE\tOWNER\tCREATED\tLAST USED")
+	for _, k := range l.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Role, dash(k.Owner), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	a.listFooter(len(l.Items), l.Total, l.Offset)
+	return nil
+}
+
+func apiKeysCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	role := fs.String("role", "", "`role`: admin, operator, approver or viewer (required)")
+	pos, err := parseArgs(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *role == "" {
+		return usagef("api-keys create: -role is required (admin, operator, approver or viewer)")
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, apiPath("api-keys"), nil, map[string]string{"name": pos[0], "role": *role})
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var k apiKey
+	if err := decodeBody(resp, &k); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "created API key %s (%s, role %s). It is shown only this once:\n%s\n", k.ID, k.Name, k.Role, k.Key)
+	return nil
+}
+
+func apiKeysDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	if _, err := c.do(ctx, http.MethodDelete, apiPath("api-keys", pos[0]), nil, nil); err != nil {
+		return err
+	}
+	if !a.jsonOut() {
+		fmt.Fprintf(a.stdout, "revoked API key %s\n", pos[0])
+	}
+	return nil
+}

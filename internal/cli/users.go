@@ -1,0 +1,121 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+func usersGroup() *group {
+	return &group{
+		name:    "users",
+		summary: "Console users (needs users.manage): list, create, delete.",
+		cmds: []*command{
+			{name: "list", summary: "list users", run: usersList},
+			{name: "create", args: "NAME", summary: "create a user; the password is read from stdin (-password-stdin)", run: usersCreate},
+			{name: "delete", args: "NAME", summary: "delete a user and end their sessions", run: usersDelete},
+		},
+	}
+}
+
+type user struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func usersList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	var pf pageFlags
+	pf.add(fs)
+	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+		return err
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	pf.query(q)
+	resp, err := c.do(ctx, http.MethodGet, apiPath("users"), q, nil)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var l list[user]
+	if err := decodeBody(resp, &l); err != nil {
+		return err
+	}
+	tw := a.table()
+	fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+	for _, u := range l.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, fmtTime(u.CreatedAt))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	a.listFooter(len(l.Items), l.Total, l.Offset)
+	return nil
+}
+
+func usersCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	role := fs.String("role", "", "`role`: admin, operator, approver or viewer (required)")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin (required)")
+	pos, err := parseArgs(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if *role == "" {
+		return usagef("users create: -role is required (admin, operator, approver or viewer)")
+	}
+	if !*fromStdin {
+		return usagef("users create: pass -password-stdin and give the password on stdin (it never goes on the command line)")
+	}
+	sc := bufio.NewScanner(a.stdin)
+	sc.Buffer(make([]byte, 4096), 4096)
+	if !sc.Scan() {
+		return usagef("users create: no password on stdin")
+	}
+	pw := strings.TrimRight(sc.Text(), "\r")
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPost, apiPath("users"), nil, map[string]string{"name": pos[0], "role": *role, "password": pw})
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var u user
+	if err := decodeBody(resp, &u); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "created user %s (role %s)\n", u.Name, u.Role)
+	return nil
+}
+
+func usersDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	if _, err := c.do(ctx, http.MethodDelete, apiPath("users", pos[0]), nil, nil); err != nil {
+		return err
+	}
+	if !a.jsonOut() {
+		fmt.Fprintf(a.stdout, "deleted user %s\n", pos[0])
+	}
+	return nil
+}
