@@ -1,0 +1,194 @@
+// Package store is the control plane's only package that speaks SQL. It owns
+// the connection pools, the embedded migrations, the transaction helper and
+// the core domains (devices, enrollment tokens, users, API keys, sessions,
+// log requests, audit log). Domain engineers add store/<domain>.go files that
+// use the same helpers; everything else in internal/server imports this
+// package through small consumer-side interfaces.
+//
+// Two engines, one SQL text: SQLite (modernc.org/sqlite, embedded default)
+// and PostgreSQL (pgx stdlib, for several replicas). Queries are written once
+// with '?' placeholders; Tx rebinds them to $n on PostgreSQL. Times are
+// BIGINT unix milliseconds, ids are TEXT generated in Go, JSON is TEXT.
+//
+// A *DB is safe for concurrent use. A *Tx is not: it belongs to the function
+// it was passed to.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers driver "pgx"
+	_ "modernc.org/sqlite"             // registers driver "sqlite"
+)
+
+// Dialect names the SQL engine behind a DB.
+type Dialect string
+
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+func (d Dialect) String() string { return string(d) }
+
+// Options configure Open.
+type Options struct {
+	// DataDir holds meshanics.db when DSN is empty. Created if missing.
+	DataDir string
+	// DSN selects the engine: "" = SQLite in DataDir, "postgres://…" or
+	// "postgresql://…" = PostgreSQL.
+	DSN string
+	// Logger receives store diagnostics (never secrets). nil = discard.
+	Logger *slog.Logger
+	// Now is the clock for record timestamps and audit times. nil = time.Now.
+	Now func() time.Time
+	// MaxConns bounds the read pool (SQLite) or the whole pool (PostgreSQL).
+	// 0 = a default suited to the machine.
+	MaxConns int
+}
+
+// DB is an open store. Safe for concurrent use.
+type DB struct {
+	dialect Dialect
+	// w runs write transactions. On SQLite it has exactly one connection
+	// whose transactions begin IMMEDIATE, so writers queue in database/sql
+	// instead of deadlocking on lock upgrades. On PostgreSQL w == r.
+	w *sql.DB
+	// r runs reads. On SQLite a separate pool of query-only connections
+	// (WAL lets them read while the writer writes).
+	r   *sql.DB
+	log *slog.Logger
+	now func() time.Time
+}
+
+// Open connects to the engine named by opts, applies pending migrations and
+// returns the store.
+func Open(ctx context.Context, opts Options) (*DB, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{log: log.With("component", "store"), now: opts.Now}
+	if db.now == nil {
+		db.now = time.Now
+	}
+	var err error
+	switch {
+	case opts.DSN == "":
+		err = db.openSQLite(opts)
+	case strings.HasPrefix(opts.DSN, "postgres://"), strings.HasPrefix(opts.DSN, "postgresql://"):
+		err = db.openPostgres(opts)
+	default:
+		return nil, fmt.Errorf("open store: unsupported database DSN (want empty for SQLite or postgres://…)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.ping(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) openSQLite(opts Options) error {
+	if opts.DataDir == "" {
+		return errors.New("open store: data dir is required for SQLite")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	path, err := filepath.Abs(filepath.Join(opts.DataDir, "meshanics.db"))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	base := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" +
+		"_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	r, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open store: %w", err)
+	}
+	n := opts.MaxConns
+	if n <= 0 {
+		n = max(4, runtime.GOMAXPROCS(0))
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	db.dialect, db.w, db.r = SQLite, w, r
+	db.log.Info("store opened", "engine", "sqlite", "path", path)
+	return nil
+}
+
+func (db *DB) openPostgres(opts Options) error {
+	p, err := sql.Open("pgx", opts.DSN)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	n := opts.MaxConns
+	if n <= 0 {
+		n = 4 * max(4, runtime.GOMAXPROCS(0))
+	}
+	p.SetMaxOpenConns(n)
+	p.SetMaxIdleConns(n)
+	p.SetConnMaxIdleTime(5 * time.Minute)
+	db.dialect, db.w, db.r = Postgres, p, p
+	db.log.Info("store opened", "engine", "postgres")
+	return nil
+}
+
+func (db *DB) ping(ctx context.Context) error {
+	if err := db.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("connect to database: %w", err)
+	}
+	if db.r != db.w {
+		if err := db.r.PingContext(ctx); err != nil {
+			return fmt.Errorf("connect to database: %w", err)
+		}
+	}
+	return nil
+}
+
+// Dialect reports the engine.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// Now returns the store clock's current time, truncated to the millisecond
+// precision the database keeps.
+func (db *DB) Now() time.Time { return db.now().Truncate(time.Millisecond) }
+
+// Ping checks that the database answers (for /readyz).
+func (db *DB) Ping(ctx context.Context) error { return db.ping(ctx) }
+
+// Close releases the pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.r != nil && db.r != db.w {
+		errs = append(errs, db.r.Close())
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.Close())
+	}
+	return errors.Join(errs...)
+}

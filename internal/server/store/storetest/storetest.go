@@ -1,0 +1,129 @@
+// Package storetest opens real stores for tests: SQLite in a temporary
+// directory and, when MESHANICS_TEST_POSTGRES is set, PostgreSQL in a fresh
+// database created for the test and dropped at cleanup. Any package's tests
+// may import it to run against both engines:
+//
+//	storetest.ForEachEngine(t, func(t *testing.T, db *store.DB) { … })
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"log/slog"
+	"net/url"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // driver "pgx" for the admin connection
+
+	"github.com/meshanics/meshanics/internal/server/store"
+	"github.com/meshanics/meshanics/internal/testenv"
+)
+
+// Options tune the stores a test opens.
+type Options struct {
+	// Now is the store clock; nil = time.Now.
+	Now func() time.Time
+	// Logger; nil = discard.
+	Logger *slog.Logger
+}
+
+// ForEachEngine runs fn as subtests "sqlite" and "postgres", each with its
+// own empty, migrated store. The postgres subtest skips (or fails under
+// MESHANICS_TEST_REQUIRE_ALL=1) when no PostgreSQL is configured.
+func ForEachEngine(t *testing.T, fn func(t *testing.T, db *store.DB)) {
+	t.Helper()
+	ForEachEngineWith(t, Options{}, fn)
+}
+
+// ForEachEngineWith is ForEachEngine with options.
+func ForEachEngineWith(t *testing.T, opts Options, fn func(t *testing.T, db *store.DB)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) { fn(t, SQLiteWith(t, opts)) })
+	t.Run("postgres", func(t *testing.T) { fn(t, PostgresWith(t, opts)) })
+}
+
+// SQLite opens a store in t.TempDir(), closed at cleanup.
+func SQLite(t testing.TB) *store.DB { return SQLiteWith(t, Options{}) }
+
+// SQLiteWith is SQLite with options.
+func SQLiteWith(t testing.TB, opts Options) *store.DB {
+	t.Helper()
+	return open(t, store.Options{DataDir: t.TempDir(), Now: opts.Now, Logger: opts.Logger})
+}
+
+// Postgres opens a store in a new database on the test PostgreSQL server,
+// dropped at cleanup. It skips t when PostgreSQL is not configured.
+func Postgres(t testing.TB) *store.DB { return PostgresWith(t, Options{}) }
+
+// PostgresWith is Postgres with options.
+func PostgresWith(t testing.TB, opts Options) *store.DB {
+	t.Helper()
+	dsn := PostgresDatabase(t)
+	return open(t, store.Options{DSN: dsn, Now: opts.Now, Logger: opts.Logger})
+}
+
+// PostgresDatabase creates a fresh, empty database on the test PostgreSQL
+// server and returns its DSN; the database is dropped at cleanup. Useful to
+// open several stores (replicas) on one database.
+func PostgresDatabase(t testing.TB) string {
+	t.Helper()
+	base := testenv.PostgresDSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		t.Fatalf("open postgres admin connection: %v", err)
+	}
+	defer admin.Close()
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	name := "meshanics_t_" + hex.EncodeToString(b[:])
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			t.Errorf("open postgres admin connection: %v", err)
+			return
+		}
+		defer admin.Close()
+		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatalf("parse MESHANICS_TEST_POSTGRES: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// OpenDSN opens another store on dsn (e.g. a second replica on the database
+// from PostgresDatabase), closed at cleanup.
+func OpenDSN(t testing.TB, dsn string, opts Options) *store.DB {
+	t.Helper()
+	return open(t, store.Options{DSN: dsn, Now: opts.Now, Logger: opts.Logger})
+}
+
+func open(t testing.TB, o store.Options) *store.DB {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db, err := store.Open(ctx, o)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Errorf("close store: %v", err)
+		}
+	})
+	return db
+}
