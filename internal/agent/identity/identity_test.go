@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/agent/identity/testca"
+	"github.com/meshanics/meshanics/internal/agent/statefile"
 )
 
 func TestKeyRoundTripAndCSR(t *testing.T) {
@@ -64,11 +65,11 @@ func writeCreds(t *testing.T, ca *testca.CA, ttl time.Duration) (dir string) {
 	dir = t.TempDir()
 	k, _ := GenerateKey()
 	kb, _ := EncodeKey(k)
-	if err := WriteFileAtomic(filepath.Join(dir, "device.key"), kb, 0o600); err != nil {
+	if err := statefile.WriteFile(filepath.Join(dir, "device.key"), kb, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cb := ca.Device(t, "dev1", &k.PublicKey, time.Now().Add(-time.Minute), ttl)
-	if err := WriteFileAtomic(filepath.Join(dir, "device.crt"), cb, 0o644); err != nil {
+	if err := statefile.WriteFile(filepath.Join(dir, "device.crt"), cb, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -133,10 +134,10 @@ func TestLoadMissingIsNoCredentials(t *testing.T) {
 
 func TestWriteFileAtomicMode(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "k")
-	if err := WriteFileAtomic(p, []byte("x"), 0o600); err != nil {
+	if err := statefile.WriteFile(p, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFileAtomic(p, []byte("y"), 0o600); err != nil {
+	if err := statefile.WriteFile(p, []byte("y"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(p)

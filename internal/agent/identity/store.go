@@ -9,6 +9,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/agent/statefile"
 )
 
 // Store is the device's live identity: the key (fixed for the device's life)
@@ -116,7 +118,7 @@ func (s *Store) Replace(certPEM []byte, roots *x509.CertPool, now time.Time) err
 	}); err != nil {
 		return fmt.Errorf("renewed certificate: %w", err)
 	}
-	if err := WriteFileAtomic(s.certFile, certPEM, 0o644); err != nil {
+	if err := statefile.WriteFile(s.certFile, certPEM, 0o644); err != nil {
 		return err
 	}
 	if err := s.set(certPEM); err != nil {
