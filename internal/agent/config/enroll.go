@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"net/url"
+	"path/filepath"
 	"strings"
 
 	"github.com/meshanics/meshanics/internal/names"
@@ -15,6 +16,7 @@ type Enroll struct {
 	URL        string // https://host:port of the control plane's web listener
 	Token      string // mst_…; a secret: never logged
 	CAPin      [32]byte
+	CAFile     string // optional: a copy of the fleet CA the caller holds; must match CAPin
 	Name       string
 	Tags       map[string]string
 	ConfigDir  string
@@ -47,6 +49,7 @@ func ParseEnroll(args []string, hostname string) (*Enroll, error) {
 	fs.StringVar(&c.URL, "url", "", "https://host:port of the control plane (required)")
 	fs.StringVar(&c.Token, "token", "", "enrollment token mst_… (required)")
 	fs.StringVar(&pin, "ca-pin", "", "sha256:<hex of the fleet CA certificate's DER> (required)")
+	fs.StringVar(&c.CAFile, "ca-file", "", "optional PEM copy of the fleet CA (checked against -ca-pin)")
 	fs.StringVar(&c.Name, "name", names.DefaultDevice(hostname), "device name (default: the host name)")
 	e.list(&tagList, "tag", "MESHANICS_TAGS", "device tag key=value (repeatable)")
 	fs.StringVar(&c.ConfigDir, "config-dir", DefaultConfigDir, "where credentials and agent.env are written")
@@ -75,6 +78,9 @@ func ParseEnroll(args []string, hostname string) (*Enroll, error) {
 	var err error
 	if c.CAPin, err = ParsePin(pin); err != nil {
 		return nil, err
+	}
+	if c.CAFile != "" && !filepath.IsAbs(c.CAFile) {
+		return nil, errf("-ca-file", "%q must be an absolute path", truncate(c.CAFile))
 	}
 	if err := names.ValidateDevice(c.Name); err != nil {
 		return nil, errf("-name", "%v", err)

@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,7 +118,11 @@ func Run(ctx context.Context, c *config.Enroll, d Deps) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	resp, err := post(ctx, c, d, body)
+	known, err := knownCA(c)
+	if err != nil {
+		return res, err
+	}
+	resp, err := post(ctx, c, d, known, body)
 	if err != nil {
 		return res, err
 	}
@@ -180,12 +185,28 @@ func (e *enrollError) Error() string {
 	return fmt.Sprintf("enroll: server answered %d: %s%s", e.status, e.msg, hint)
 }
 
-func post(ctx context.Context, c *config.Enroll, d Deps, body []byte) (*Response, error) {
+// knownCA reads -ca-file, which must be exactly the pinned CA.
+func knownCA(c *config.Enroll) (*x509.Certificate, error) {
+	if c.CAFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, &config.Error{Flag: "-ca-file", Msg: err.Error()}
+	}
+	certs, err := identity.ParseCerts(b)
+	if err != nil || len(certs) != 1 || identity.Fingerprint(certs[0]) != c.CAPin {
+		return nil, &config.Error{Flag: "-ca-file", Msg: "must hold exactly the certificate -ca-pin names"}
+	}
+	return certs[0], nil
+}
+
+func post(ctx context.Context, c *config.Enroll, d Deps, known *x509.Certificate, body []byte) (*Response, error) {
 	u, _ := url.Parse(c.URL)
 	client := &http.Client{
 		Timeout: timeout,
 		Transport: &http.Transport{
-			TLSClientConfig:     PinnedTLSConfig(c.CAPin, u.Hostname(), d.Now),
+			TLSClientConfig:     PinnedTLSConfig(c.CAPin, known, u.Hostname(), d.Now),
 			Proxy:               nil, // first contact goes straight to the pinned server
 			DialContext:         (&net.Dialer{Timeout: 15 * time.Second}).DialContext,
 			TLSHandshakeTimeout: 15 * time.Second,

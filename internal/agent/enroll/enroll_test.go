@@ -269,16 +269,16 @@ func TestEnvRefusesUnsafeValues(t *testing.T) {
 func TestVerifyPinnedChainHostname(t *testing.T) {
 	ca := testca.New(t)
 	c := ca.Serving(t)
-	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), "localhost", time.Now()); err != nil {
+	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), nil, "localhost", time.Now()); err != nil {
 		t.Errorf("VerifyPinnedChain(localhost) = %v, want nil", err)
 	}
-	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), "evil.example", time.Now()); !errors.Is(err, ErrPinMismatch) {
+	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), nil, "evil.example", time.Now()); !errors.Is(err, ErrPinMismatch) {
 		t.Errorf("VerifyPinnedChain(evil.example) = %v, want ErrPinMismatch", err)
 	}
-	if _, err := VerifyPinnedChain(certsOf(t, c), sha256.Sum256(c.Leaf.Raw), "localhost", time.Now()); !errors.Is(err, ErrPinMismatch) {
+	if _, err := VerifyPinnedChain(certsOf(t, c), sha256.Sum256(c.Leaf.Raw), nil, "localhost", time.Now()); !errors.Is(err, ErrPinMismatch) {
 		t.Errorf("VerifyPinnedChain(pin = leaf) = %v, want ErrPinMismatch", err)
 	}
-	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), "localhost", time.Now().Add(20*365*24*time.Hour)); !errors.Is(err, ErrPinMismatch) {
+	if _, err := VerifyPinnedChain(certsOf(t, c), ca.Pin(), nil, "localhost", time.Now().Add(20*365*24*time.Hour)); !errors.Is(err, ErrPinMismatch) {
 		t.Errorf("VerifyPinnedChain(expired) = %v, want ErrPinMismatch", err)
 	}
 }
@@ -294,4 +294,30 @@ func certsOf(t *testing.T, c tls.Certificate) []*x509.Certificate {
 		out = append(out, x)
 	}
 	return out
+}
+
+func TestEnrollWithKnownCAWhenTheChainLacksIt(t *testing.T) {
+	f := newFakeCP(t, func(ca *testca.CA) tls.Certificate {
+		c := ca.Serving(t)
+		c.Certificate = c.Certificate[:1]
+		return c
+	})
+	s := newSetup(t, f, f.ca.Pin())
+	s.cfg.CAFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(s.cfg.CAFile, f.ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), s.cfg, deps()); err != nil {
+		t.Fatalf("Run(-ca-file) = %v", err)
+	}
+	// A -ca-file that is not the pinned CA is refused before contact.
+	s2 := newSetup(t, f, f.ca.Pin())
+	s2.cfg.CAFile = filepath.Join(t.TempDir(), "other.pem")
+	os.WriteFile(s2.cfg.CAFile, testca.New(t).PEM, 0o644)
+	calls := f.calls
+	_, err := Run(context.Background(), s2.cfg, deps())
+	var ce *config.Error
+	if !errors.As(err, &ce) || ce.Flag != "-ca-file" || f.calls != calls {
+		t.Errorf("Run(foreign -ca-file) = %v after %d requests, want a -ca-file error and none", err, f.calls-calls)
+	}
 }

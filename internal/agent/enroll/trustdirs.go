@@ -70,6 +70,11 @@ func writeTrustDirs(configDir string, bases []string, hostPort string, caPEM, ce
 	}
 	var dirs []string
 	for _, base := range bases {
+		// Only for a runtime that is installed: /etc/docker exists, say,
+		// even if certs.d does not yet.
+		if _, err := os.Stat(filepath.Dir(base)); err != nil {
+			continue
+		}
 		dir := filepath.Join(base, hostPort)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return dirs, fmt.Errorf("trust dir: %w", err)
