@@ -1,0 +1,182 @@
+package deviceapi
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+
+	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/ca"
+)
+
+// device is the authenticated caller of one RPC.
+type device struct {
+	ca.Identity
+}
+
+type deviceKey struct{}
+
+func withDevice(ctx context.Context, d device) context.Context {
+	return context.WithValue(ctx, deviceKey{}, d)
+}
+
+// callerOf returns the device the interceptor authenticated. Handlers are
+// only reachable through the interceptor, so a missing value is a bug,
+// reported as unauthenticated rather than trusted.
+func callerOf(ctx context.Context) (device, error) {
+	d, ok := ctx.Value(deviceKey{}).(device)
+	if !ok {
+		return device{}, fmt.Errorf("%w: no device identity on the call", errdefs.ErrUnauthenticated)
+	}
+	return d, nil
+}
+
+// authenticate derives the caller from the verified peer certificate and
+// checks that the certificate is the device's current one. Nothing in a
+// request body takes part.
+func (s *Server) authenticate(ctx context.Context) (device, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return device{}, fmt.Errorf("%w: no peer", errdefs.ErrUnauthenticated)
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return device{}, fmt.Errorf("%w: not a TLS connection", errdefs.ErrUnauthenticated)
+	}
+	id, err := s.ident.PeerIdentity(&info.State)
+	if err != nil {
+		return device{}, fmt.Errorf("%w: %v", errdefs.ErrUnauthenticated, err)
+	}
+	state, err := s.cache.get(ctx, id.Name, id.Serial, s.now())
+	if err != nil {
+		return device{}, fmt.Errorf("check certificate of %s: %w", id.Name, err)
+	}
+	switch state {
+	case CertCurrent:
+		return device{id}, nil
+	case CertDecommissioned:
+		return device{}, errdefs.ErrDecommissioned
+	case CertRevoked:
+		return device{}, unauthenticated("this certificate has been superseded; use the current one or re-enroll")
+	default:
+		return device{}, unauthenticated("unknown device certificate")
+	}
+}
+
+func unauthenticated(msg string) error {
+	return &kindMsg{kind: errdefs.ErrUnauthenticated, msg: msg}
+}
+
+// kindMsg is an errdefs kind with a client-safe message, for the kinds
+// errdefs has no constructor for.
+type kindMsg struct {
+	kind error
+	msg  string
+}
+
+func (e *kindMsg) Error() string { return e.msg }
+func (e *kindMsg) Unwrap() error { return e.kind }
+
+// authCache remembers the store's verdict per (name, serial) so that a
+// steady-state RPC reads nothing from the database.
+//
+// Bounds on staleness (docs/device-api.md): an entry is trusted for ttl;
+// Invalidate (called by the operator API after a decommission on this
+// replica) and the change poll (changes committed by other replicas) drop
+// entries earlier. A verdict other than CertCurrent is re-read once
+// recheckAfter has passed, so a certificate issued a moment ago (renewal or
+// enrollment on another replica) is accepted at once rather than after ttl.
+type authCache struct {
+	src Devices
+	ttl time.Duration
+	sf  singleflight.Group
+
+	mu   sync.Mutex
+	byID map[string]map[string]authEntry // name → serial → entry
+	// epoch counts invalidations; a read that started before one does not
+	// fill the cache (invalidations are rare: decommissions, replacements).
+	epoch uint64
+}
+
+type authEntry struct {
+	state   CertState
+	fetched time.Time
+}
+
+const (
+	recheckAfter     = time.Second
+	storeReadTimeout = 5 * time.Second
+)
+
+func newAuthCache(src Devices, ttl time.Duration) *authCache {
+	return &authCache{src: src, ttl: ttl, byID: make(map[string]map[string]authEntry)}
+}
+
+func (c *authCache) get(ctx context.Context, name, serial string, now time.Time) (CertState, error) {
+	c.mu.Lock()
+	e, ok := c.byID[name][serial]
+	epoch := c.epoch
+	c.mu.Unlock()
+	if ok {
+		age := now.Sub(e.fetched)
+		if age >= 0 && age < c.ttl && (e.state == CertCurrent || e.state == CertDecommissioned || age < recheckAfter) {
+			return e.state, nil
+		}
+	}
+	// One store read per (name, serial) however many RPCs wait for it, so a
+	// fleet reconnecting after a restart does not stampede the database.
+	v, err, _ := c.sf.Do(name+"\x00"+serial, func() (any, error) {
+		// Detached from the first caller's cancellation: other callers
+		// share this read.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeReadTimeout)
+		defer cancel()
+		a, err := c.src.CertAuth(rctx, name, serial)
+		if err != nil {
+			return CertUnknown, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.epoch == epoch { // not invalidated while we read
+			m := c.byID[name]
+			if m == nil {
+				m = make(map[string]authEntry, 1)
+				c.byID[name] = m
+			}
+			m[serial] = authEntry{state: a.State, fetched: now}
+		}
+		return a.State, nil
+	})
+	if err != nil {
+		return CertUnknown, err
+	}
+	return v.(CertState), nil
+}
+
+// invalidate drops every entry of name.
+func (c *authCache) invalidate(name string) {
+	c.mu.Lock()
+	delete(c.byID, name)
+	c.epoch++
+	c.mu.Unlock()
+}
+
+// prune drops expired entries so memory follows the live fleet.
+func (c *authCache) prune(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, m := range c.byID {
+		for serial, e := range m {
+			if now.Sub(e.fetched) >= c.ttl {
+				delete(m, serial)
+			}
+		}
+		if len(m) == 0 {
+			delete(c.byID, name)
+		}
+	}
+}

@@ -1,0 +1,104 @@
+package deviceapi
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// maxPendingLogs bounds one poll of pending log requests. Operators create
+// log requests by hand; more than this at once wait for the next poll.
+const maxPendingLogs = 5000
+
+// changeOverlap widens each change poll backwards, so clock skew between
+// replicas and commits that land just after a poll are not missed. Dropping
+// an entry twice costs one store read.
+const changeOverlap = 10 * time.Second
+
+// pollLoop refreshes, every poll interval, what heartbeats hand out or rely
+// on without reading the store themselves: pending log requests, the cache
+// entries of devices other replicas changed, the online count and the
+// heartbeat interval.
+func (s *Server) pollLoop(ctx context.Context) error {
+	tick := time.NewTicker(s.poll)
+	defer tick.Stop()
+	var since time.Time
+	for {
+		now := s.now()
+		if err := s.pollLogs(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("poll pending log requests", "err", err)
+		}
+		if s.changes != nil {
+			if !since.IsZero() {
+				names, err := s.changes.DevicesChangedSince(ctx, since.Add(-changeOverlap))
+				if err != nil && ctx.Err() == nil {
+					s.log.Warn("poll device changes", "err", err)
+				} else {
+					for _, n := range names {
+						s.cache.invalidate(n)
+					}
+					since = now
+				}
+			} else {
+				since = now
+			}
+		}
+		s.interval.update(s.presence.Online(now, 3*s.interval.current()))
+		s.cache.prune(now)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) pollLogs(ctx context.Context) error {
+	reqs, err := s.logs.PendingLogRequests(ctx, maxPendingLogs)
+	if err != nil {
+		return err
+	}
+	s.pending.replace(reqs)
+	return nil
+}
+
+// pendingLogs is the latest poll of pending log requests, by device.
+type pendingLogs struct {
+	mu       sync.RWMutex
+	byDevice map[string][]PendingLog // guarded by mu
+}
+
+func newPendingLogs() *pendingLogs {
+	return &pendingLogs{byDevice: map[string][]PendingLog{}}
+}
+
+func (p *pendingLogs) replace(reqs []PendingLog) {
+	m := make(map[string][]PendingLog)
+	for _, r := range reqs {
+		m[r.Device] = append(m[r.Device], r)
+	}
+	p.mu.Lock()
+	p.byDevice = m
+	p.mu.Unlock()
+}
+
+func (p *pendingLogs) forDevice(device string) []PendingLog {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.byDevice[device]
+}
+
+// done removes a request fulfilled on this replica at once, so the device
+// is not asked again before the next poll.
+func (p *pendingLogs) done(device, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rs := p.byDevice[device]
+	out := make([]PendingLog, 0, len(rs))
+	for _, r := range rs {
+		if r.ID != id {
+			out = append(out, r)
+		}
+	}
+	p.byDevice[device] = out
+}

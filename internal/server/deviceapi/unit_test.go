@@ -1,0 +1,112 @@
+package deviceapi
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshanics/meshanics/internal/errdefs"
+)
+
+func TestToStatusHidesInternalDetail(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tests := []struct {
+		err      error
+		code     codes.Code
+		wantMsg  string
+		decommis bool
+	}{
+		{fmt.Errorf("register dev-a: %w", errors.New("pq: relation devices does not exist at 10.0.0.5")), codes.Internal, "internal error", false},
+		{fmt.Errorf("lookup: %w", errdefs.Invalid("state must be one of …")), codes.InvalidArgument, "state must be one of …", false},
+		{fmt.Errorf("store dev-a secret-path: %w", errdefs.ErrNotFound), codes.NotFound, "NotFound", false},
+		{fmt.Errorf("x: %w", errdefs.Conflict("already fulfilled")), codes.FailedPrecondition, "already fulfilled", false},
+		{fmt.Errorf("ca: %w", errdefs.ErrUnavailable), codes.Unavailable, "Unavailable", false},
+		{fmt.Errorf("auth: %w", errdefs.ErrDecommissioned), codes.PermissionDenied, "device decommissioned", true},
+		{status.Error(codes.Aborted, "from a dependency: db host 10.0.0.5"), codes.Internal, "internal error", false},
+		{resourceExhausted("too big"), codes.ResourceExhausted, "too big", false},
+	}
+	for _, tt := range tests {
+		got := toStatus(log, "Heartbeat", tt.err)
+		st := status.Convert(got)
+		if st.Code() != tt.code || st.Message() != tt.wantMsg || isDecommissionSignal(got) != tt.decommis {
+			t.Errorf("toStatus(%v) = %v %q (decommission %v), want %v %q (%v)", tt.err, st.Code(), st.Message(), isDecommissionSignal(got), tt.code, tt.wantMsg, tt.decommis)
+		}
+	}
+}
+
+func TestAdaptiveInterval(t *testing.T) {
+	base := 30 * time.Second
+	tests := []struct {
+		online int
+		budget float64
+		want   time.Duration
+	}{
+		{100000, 0, base},                         // off
+		{1000, 3300, base},                        // well under budget
+		{99000, 3300, base},                       // exactly base
+		{200000, 3300, 65 * time.Second},          // 60.6 s rounded up to 5 s
+		{100_000_000, 1000, MaxHeartbeatInterval}, // capped
+		{0, 3300, base},
+	}
+	for _, tt := range tests {
+		if got := AdaptiveInterval(base, tt.online, tt.budget); got != tt.want {
+			t.Errorf("AdaptiveInterval(30s, %d, %v) = %v, want %v", tt.online, tt.budget, got, tt.want)
+		}
+	}
+	if got := AdaptiveInterval(20*time.Minute, 5, 1); got != 20*time.Minute {
+		t.Errorf("AdaptiveInterval(base over the cap) = %v, want the base", got)
+	}
+}
+
+func gzipOf(b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func TestValidGzip(t *testing.T) {
+	ok := gzipOf([]byte("line\n"))
+	const limit = 1 << 20
+	bomb := gzipOf(make([]byte, limit+1))
+	tests := []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"valid", ok, true},
+		{"two members", append(append([]byte{}, ok...), ok...), true},
+		{"empty", nil, false},
+		{"not gzip", []byte("plain text"), false},
+		{"truncated", ok[:len(ok)-4], false},
+		{"expands too far", bomb, false},
+	}
+	for _, tt := range tests {
+		err := validGzip(tt.in, limit)
+		if (err == nil) != tt.want {
+			t.Errorf("validGzip(%s) = %v, want ok=%v", tt.name, err, tt.want)
+		}
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("validGzip(%s) error %v is not ErrInvalid", tt.name, err)
+		}
+	}
+}
+
+func FuzzValidGzip(f *testing.F) {
+	f.Add(gzipOf([]byte("hello\n")))
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := validGzip(b, 1<<20); err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Fatalf("validGzip: error of the wrong kind: %v", err)
+		}
+	})
+}
