@@ -61,12 +61,16 @@ type Task struct {
 	Probe        *healthprobe.Spec `json:"probe,omitempty"`
 	// Prior is the slot's current artifact when activation began: what a
 	// rollback restores (nil: the slot was empty).
-	Prior         *Artifact `json:"prior,omitempty"`
-	Attempts      int       `json:"attempts"`
-	NextAttemptMs int64     `json:"next_attempt_unix_ms,omitempty"`
-	StartedMs     int64     `json:"started_unix_ms"`
-	Detail        string    `json:"detail,omitempty"`
-	Outcome       string    `json:"outcome,omitempty"` // terminal state decided while rolling back
+	Prior *Artifact `json:"prior,omitempty"`
+	// StagedSHA256 and StagedLength are computed while the bytes streamed
+	// into the partial file; verification compares them with the assignment.
+	StagedSHA256  string `json:"staged_sha256,omitempty"`
+	StagedLength  int64  `json:"staged_length,omitempty"`
+	Attempts      int    `json:"attempts"`
+	NextAttemptMs int64  `json:"next_attempt_unix_ms,omitempty"`
+	StartedMs     int64  `json:"started_unix_ms"`
+	Detail        string `json:"detail,omitempty"`
+	Outcome       string `json:"outcome,omitempty"` // terminal state decided while rolling back
 }
 
 // Done is a terminal outcome, kept so a repeated assignment is re-reported,
