@@ -87,6 +87,15 @@ func (f *fakeDevices) issued(name, serial string) {
 	f.certs[serial] = fakeCert{name: name, state: CertCurrent}
 }
 
+// renewed records a renewal like the store: the new certificate becomes
+// current and the old one (same key) stays valid, so a lost renewal
+// response does not lock the device out.
+func (f *fakeDevices) renewed(name, serial string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.certs[serial] = fakeCert{name: name, state: CertCurrent}
+}
+
 // decommission ends the current life of name.
 func (f *fakeDevices) decommission(name string) {
 	f.mu.Lock()
@@ -200,7 +209,7 @@ func (r caRenewer) RenewDevice(_ context.Context, name, oldSerial string, pub *e
 	if err != nil {
 		return nil, err
 	}
-	r.devices.issued(name, iss.Serial)
+	r.devices.renewed(name, iss.Serial)
 	return iss.PEM, nil
 }
 
