@@ -204,7 +204,7 @@ type logRequest struct {
 
 // Log request states that end the wait.
 const (
-	logComplete = "complete"
+	logComplete = "completed"
 	logFailed   = "failed"
 )
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/operatorapi/ratelimit"
 )
 
 // Body size limits. Every route that reads a body bounds it; routes that
@@ -118,3 +119,15 @@ func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, limit int64, v a
 	r.Body = io.NopCloser(bytes.NewReader(raw))
 	return decodeJSON(w, r, limit, v)
 }
+
+// decodeOptionalBody bounds the body of a route that takes none: up to
+// maxEmptyBody bytes are read and ignored, more is refused (413).
+func decodeOptionalBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, maxEmptyBody))
+}
+
+// writeNoContent answers 204.
+func writeNoContent(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
+
+// remoteIP is the client address recorded in audit data.
+func remoteIP(r *http.Request) string { return ratelimit.AddressKey(r) }

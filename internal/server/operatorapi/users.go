@@ -1,0 +1,117 @@
+package operatorapi
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/store"
+)
+
+func (a *API) registerUsers(mux *http.ServeMux) {
+	a.handle(mux, "GET /api/v1/users", UsersManage, a.listUsers)
+	a.handle(mux, "POST /api/v1/users", UsersManage, a.createUser)
+	a.handle(mux, "DELETE /api/v1/users/{name}", UsersManage, a.deleteUser)
+}
+
+// userNameRE is the shape of user names.
+var userNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+func validateUserName(s string) error {
+	if !userNameRE.MatchString(s) {
+		return errdefs.Invalid("user name must match [a-z0-9][a-z0-9._-]{0,62}")
+	}
+	return nil
+}
+
+func validateRole(s string) (Role, error) {
+	r, ok := ParseRole(s)
+	if !ok {
+		return "", errdefs.Invalid("role must be admin, operator, approver or viewer")
+	}
+	return r, nil
+}
+
+type userJSON struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func toUserJSON(u store.User) userJSON {
+	return userJSON{Name: u.Name, Role: u.Role, CreatedAt: u.CreatedAt}
+}
+
+func (a *API) listUsers(w http.ResponseWriter, r *http.Request, _ Principal) error {
+	p, err := parsePage(r)
+	if err != nil {
+		return err
+	}
+	users, total, err := a.store.ListUsers(r.Context(), store.Page{Limit: p.Limit, Offset: p.Offset})
+	if err != nil {
+		return fmt.Errorf("list users: %w", err)
+	}
+	items := make([]userJSON, len(users))
+	for i, u := range users {
+		items[i] = toUserJSON(u)
+	}
+	writeJSON(w, http.StatusOK, newList(items, total, p))
+	return nil
+}
+
+type createUserRequest struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Password string `json:"password"`
+}
+
+func (a *API) createUser(w http.ResponseWriter, r *http.Request, p Principal) error {
+	var req createUserRequest
+	if err := decodeJSON(w, r, 0, &req); err != nil {
+		return err
+	}
+	if err := validateUserName(req.Name); err != nil {
+		return err
+	}
+	role, err := validateRole(req.Role)
+	if err != nil {
+		return err
+	}
+	if err := ValidatePassword(req.Password); err != nil {
+		return err
+	}
+	hash := HashPassword(req.Password, a.argon2)
+	ctx := r.Context()
+	var u store.User
+	err = a.store.Tx(ctx, func(tx *store.Tx) error {
+		var err error
+		u, err = tx.CreateUser(ctx, p.Actor(), req.Name, string(role), hash) // appends user.create
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create user: %w", err)
+	}
+	writeJSON(w, http.StatusCreated, toUserJSON(u))
+	return nil
+}
+
+func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, p Principal) error {
+	name := r.PathValue("name")
+	if err := validateUserName(name); err != nil {
+		return errdefs.NotFound("user not found")
+	}
+	if p.Kind == "user" && p.Name == name {
+		return errdefs.Conflict("you cannot delete the user you are logged in as")
+	}
+	ctx := r.Context()
+	err := a.store.Tx(ctx, func(tx *store.Tx) error {
+		return tx.DeleteUser(ctx, p.Actor(), name) // appends user.delete
+	})
+	if err != nil {
+		return fmt.Errorf("delete user: %w", err)
+	}
+	writeNoContent(w)
+	return nil
+}
