@@ -195,11 +195,11 @@ func devicesDecommission(ctx context.Context, a *app, fs *flag.FlagSet, args []s
 
 // logRequest is the REST shape of a log request.
 type logRequest struct {
-	ID       string `json:"id"`
-	Device   string `json:"device"`
-	State    string `json:"state"`
-	Detail   string `json:"detail"`
-	Size     int64  `json:"size"`
+	ID     string `json:"id"`
+	Device string `json:"device"`
+	State  string `json:"state"`
+	Detail string `json:"detail"`
+	Size   int64  `json:"size"`
 }
 
 // Log request states that end the wait.
