@@ -20,7 +20,7 @@ import (
 //	go test -run '^$' -bench Heartbeat1000 -benchtime 20000x ./internal/server/deviceapi
 func BenchmarkHeartbeat1000Devices(b *testing.B) {
 	const devices = 1000
-	e := newEnv(b, envOpts{flush: 5 * time.Second})
+	e := newEnv(b, envOpts{interval: 30 * time.Second, flush: 5 * time.Second})
 	clients := make([]devicev1.DeviceServiceClient, devices)
 	for i := range devices {
 		clients[i] = e.dial(e.enroll(devName(i)))

@@ -174,6 +174,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = presence.DefaultFlushInterval
+	}
+	if cfg.FlushInterval >= cfg.HeartbeatInterval {
+		return nil, errors.New("deviceapi: the last_seen flush interval must be shorter than the heartbeat interval")
+	}
 	log := cfg.Log.With("component", "deviceapi")
 	tracker, err := presence.New(presence.Config{Sink: cfg.Devices, Log: cfg.Log, FlushInterval: cfg.FlushInterval})
 	if err != nil {
@@ -194,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 		presence:    tracker,
 		cache:       newAuthCache(cfg.Devices, cfg.CacheTTL),
 		pending:     newPendingLogs(),
-		interval:    newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget),
+		interval:    newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget, WidenCap(cfg.HeartbeatInterval, cfg.FlushInterval)),
 	}
 	s.metrics = newMetrics(s)
 	if cfg.Registry != nil {

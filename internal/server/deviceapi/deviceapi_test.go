@@ -81,7 +81,7 @@ func isDecommissionSignal(err error) bool {
 }
 
 func TestRegisterTakesIdentityFromCertificate(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{interval: 30 * time.Second, flush: 5 * time.Second})
 	a := e.enroll("dev-a")
 	e.enroll("dev-b")
 	c := e.dial(a)
@@ -496,4 +496,30 @@ func (f *fakeChanges) calls() int {
 
 func tlsCert(c *x509.Certificate, key *ecdsa.PrivateKey) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: key, Leaf: c}
+}
+
+func TestIntervalWidensForLargeFleets(t *testing.T) {
+	// A budget of 0.02 heartbeats/s with two devices online wants 100 s;
+	// the cap for 30 s with a 5 s flush is 75 s.
+	e := newEnv(t, envOpts{interval: 30 * time.Second, flush: 5 * time.Second, budget: 0.02, poll: 5 * time.Millisecond})
+	ctx := ctxT(t)
+	a, b := e.dial(e.enroll("dev-a")), e.dial(e.enroll("dev-b"))
+	for _, c := range []devicev1.DeviceServiceClient{a, b} {
+		if _, err := c.Heartbeat(ctx, &devicev1.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for e.srv.interval.onlineCount() < 2 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond) // wait for a poll that sees both devices
+	}
+	hb, err := a.Heartbeat(ctx, &devicev1.HeartbeatRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb.HeartbeatIntervalMs != 75000 {
+		t.Errorf("heartbeat interval with 2 devices online and a budget of 0.02/s = %d ms, want 75000", hb.HeartbeatIntervalMs)
+	}
+	if got := e.srv.OnlineDevices(); got != 2 {
+		t.Errorf("OnlineDevices() = %d, want 2", got)
+	}
 }

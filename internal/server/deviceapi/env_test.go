@@ -225,10 +225,12 @@ type env struct {
 }
 
 type envOpts struct {
-	flush   time.Duration
-	poll    time.Duration
-	now     func() time.Time
-	changes Changes
+	budget   float64
+	interval time.Duration
+	flush    time.Duration
+	poll     time.Duration
+	now      func() time.Time
+	changes  Changes
 }
 
 // fakeClock is a settable clock safe for concurrent use.
@@ -261,7 +263,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	e := &env{t: t, ca: authority, devices: newFakeDevices(), logs: newFakeLogs(), rollouts: &fakeRollouts{byDev: map[string][]*devicev1.Assignment{}}}
 	if o.flush == 0 {
-		o.flush = time.Hour // tests flush explicitly
+		o.flush = time.Hour // tests flush explicitly…
+	}
+	if o.interval == 0 {
+		o.interval = 2 * time.Hour // …and the flush must be shorter than the interval
 	}
 	if o.poll == 0 {
 		o.poll = time.Hour
@@ -275,7 +280,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 		Assignments:       e.rollouts,
 		Status:            e.rollouts,
 		Log:               slog.New(slog.NewTextHandler(io.Discard, nil)),
-		HeartbeatInterval: 30 * time.Second,
+		HeartbeatInterval: o.interval,
+		HeartbeatBudget:   o.budget,
 		FlushInterval:     o.flush,
 		PollInterval:      o.poll,
 		Now:               o.now,

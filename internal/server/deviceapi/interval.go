@@ -6,20 +6,29 @@ import (
 	"time"
 )
 
-// MaxHeartbeatInterval caps widening: past it, offline detection (3× the
-// interval) would be too slow to be useful, and the fleet needs more
-// replicas rather than longer intervals.
-const MaxHeartbeatInterval = 10 * time.Minute
-
 // intervalGranularity keeps the handed-out interval from changing on every
 // device that comes or goes.
 const intervalGranularity = 5 * time.Second
 
+// agentJitter is the ±10 % the agent adds to the interval (SPEC §3).
+const agentJitter = 1.1
+
+// WidenCap is the widest interval that keeps the stored offline rule
+// correct. The store judges a device offline when last_seen is older than
+// 3 × the interval recorded at enrollment (the base), and last_seen in the
+// database lags by up to one flush; so a widened interval w must satisfy
+// w × 1.1 + flush ≤ 3 × base. Rounded down to 5 s, never below base.
+func WidenCap(base, flush time.Duration) time.Duration {
+	w := time.Duration(float64(3*base-flush) / agentJitter)
+	w = w.Truncate(intervalGranularity)
+	return max(w, base)
+}
+
 // AdaptiveInterval is the heartbeat interval for a replica that sees online
 // devices and wants to stay under budget heartbeats per second (issue 7):
-// max(base, online/budget), rounded up to 5 s, at most MaxHeartbeatInterval
-// (but never below base). budget ≤ 0 disables widening.
-func AdaptiveInterval(base time.Duration, online int, budget float64) time.Duration {
+// max(base, online/budget), rounded up to 5 s, at most limit (never below
+// base). budget ≤ 0 disables widening.
+func AdaptiveInterval(base time.Duration, online int, budget float64, limit time.Duration) time.Duration {
 	if budget <= 0 || online <= 0 {
 		return base
 	}
@@ -28,7 +37,7 @@ func AdaptiveInterval(base time.Duration, online int, budget float64) time.Durat
 		return base
 	}
 	want := time.Duration(math.Ceil(secs/intervalGranularity.Seconds())) * intervalGranularity
-	want = min(want, MaxHeartbeatInterval)
+	want = min(want, limit)
 	return max(want, base)
 }
 
@@ -37,12 +46,13 @@ func AdaptiveInterval(base time.Duration, online int, budget float64) time.Durat
 type intervalPolicy struct {
 	base   time.Duration
 	budget float64
+	limit  time.Duration
 	cur    atomic.Int64 // nanoseconds
 	online atomic.Int64
 }
 
-func newIntervalPolicy(base time.Duration, budget float64) *intervalPolicy {
-	p := &intervalPolicy{base: base, budget: budget}
+func newIntervalPolicy(base time.Duration, budget float64, limit time.Duration) *intervalPolicy {
+	p := &intervalPolicy{base: base, budget: budget, limit: limit}
 	p.cur.Store(int64(base))
 	return p
 }
@@ -54,7 +64,7 @@ func (p *intervalPolicy) onlineCount() int { return int(p.online.Load()) }
 // update records the online count and recomputes the interval.
 func (p *intervalPolicy) update(online int) time.Duration {
 	p.online.Store(int64(online))
-	d := AdaptiveInterval(p.base, online, p.budget)
+	d := AdaptiveInterval(p.base, online, p.budget, p.limit)
 	p.cur.Store(int64(d))
 	return d
 }

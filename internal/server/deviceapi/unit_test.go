@@ -44,25 +44,32 @@ func TestToStatusHidesInternalDetail(t *testing.T) {
 
 func TestAdaptiveInterval(t *testing.T) {
 	base := 30 * time.Second
+	limit := WidenCap(base, 5*time.Second)
+	if limit != 75*time.Second {
+		t.Fatalf("WidenCap(30s, 5s) = %v, want 75s ((90s-5s)/1.1 rounded down to 5 s)", limit)
+	}
 	tests := []struct {
 		online int
 		budget float64
 		want   time.Duration
 	}{
-		{100000, 0, base},                         // off
-		{1000, 3300, base},                        // well under budget
-		{99000, 3300, base},                       // exactly base
-		{200000, 3300, 65 * time.Second},          // 60.6 s rounded up to 5 s
-		{100_000_000, 1000, MaxHeartbeatInterval}, // capped
+		{100000, 0, base},                // off
+		{1000, 3300, base},               // well under budget
+		{99000, 3300, base},              // exactly base
+		{200000, 3300, 65 * time.Second}, // 60.6 s rounded up to 5 s
+		{100_000_000, 1000, limit},       // capped
 		{0, 3300, base},
 	}
 	for _, tt := range tests {
-		if got := AdaptiveInterval(base, tt.online, tt.budget); got != tt.want {
-			t.Errorf("AdaptiveInterval(30s, %d, %v) = %v, want %v", tt.online, tt.budget, got, tt.want)
+		if got := AdaptiveInterval(base, tt.online, tt.budget, limit); got != tt.want {
+			t.Errorf("AdaptiveInterval(30s, %d, %v, 75s) = %v, want %v", tt.online, tt.budget, got, tt.want)
 		}
 	}
-	if got := AdaptiveInterval(20*time.Minute, 5, 1); got != 20*time.Minute {
-		t.Errorf("AdaptiveInterval(base over the cap) = %v, want the base", got)
+	if got := WidenCap(10*time.Second, 5*time.Second); got != 20*time.Second {
+		t.Errorf("WidenCap(10s, 5s) = %v, want 20s", got)
+	}
+	if got := WidenCap(2*time.Second, time.Second); got != 2*time.Second {
+		t.Errorf("WidenCap(2s, 1s) = %v, want the base (no widening)", got)
 	}
 }
 
