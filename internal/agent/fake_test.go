@@ -225,3 +225,5 @@ func gunzip(t testing.TB, b []byte) string {
 func slog_New(ring *logring.Ring) *slog.Logger {
 	return slog.New(logring.New(slog.DiscardHandler, ring, slog.LevelInfo))
 }
+
+var parseCerts = identity.ParseCerts
