@@ -107,9 +107,16 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request, _ Principal) e
 	if err != nil {
 		return fmt.Errorf("list devices: %w", err)
 	}
-	items := make([]deviceJSON, len(devs))
-	for i, d := range devs {
-		items[i] = a.toDeviceJSON(d, f.Now)
+	items := make([]deviceJSON, 0, len(devs))
+	for _, d := range devs {
+		dj := a.toDeviceJSON(d, f.Now)
+		// The store filters by the flushed last_seen; this replica's
+		// in-memory heartbeats are fresher by a few seconds. Never show an
+		// item that contradicts the filter asked for.
+		if f.Status != "" && dj.Status != f.Status {
+			continue
+		}
+		items = append(items, dj)
 	}
 	writeJSON(w, http.StatusOK, newList(items, total, p))
 	return nil

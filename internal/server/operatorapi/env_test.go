@@ -71,12 +71,19 @@ type env struct {
 	invalidated []string
 }
 
-// forEachEngine runs fn against SQLite and PostgreSQL.
+// forEachEngine runs fn against SQLite and PostgreSQL, each with its own
+// clock; the calling test runs in parallel with the others.
 func forEachEngine(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
-	storetest.ForEachEngineWith(t, storetest.Options{Now: clk.Now}, func(t *testing.T, db *store.DB) {
-		fn(t, newEnv(t, db, clk))
+	t.Parallel()
+	start := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	t.Run("sqlite", func(t *testing.T) {
+		clk := &clock{t: start}
+		fn(t, newEnv(t, storetest.SQLiteWith(t, storetest.Options{Now: clk.Now}), clk))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		clk := &clock{t: start}
+		fn(t, newEnv(t, storetest.PostgresWith(t, storetest.Options{Now: clk.Now}), clk))
 	})
 }
 
@@ -147,6 +154,11 @@ func (r resp) errorMessage() string {
 func (e *env) req(method, path, key string, body any, hdr ...string) resp {
 	e.t.Helper()
 	var rd io.Reader
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "X-Raw-Body" {
+			body = []byte(hdr[i+1])
+		}
+	}
 	switch b := body.(type) {
 	case nil:
 	case string:
@@ -171,7 +183,9 @@ func (e *env) req(method, path, key string, body any, hdr ...string) resp {
 		r.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		r.Header.Set(hdr[i], hdr[i+1])
+		if hdr[i] != "X-Raw-Body" {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
 	}
 	res, err := e.srv.Client().Do(r)
 	if err != nil {
@@ -236,4 +250,20 @@ func (e *env) enroll(name string, tags map[string]string) {
 	if err != nil {
 		e.t.Fatalf("enroll %s: %v", name, err)
 	}
+}
+
+// reqRaw sends body as is with content type ctype.
+func (e *env) reqRaw(method, path, key, body, ctype string) resp {
+	e.t.Helper()
+	return e.req(method, path, key, nil, "Content-Type", ctype, "X-Raw-Body", body)
+}
+
+// keyID returns the id of the test key of role r.
+func (e *env) keyID(r Role) string {
+	e.t.Helper()
+	k, err := e.db.APIKeyByHash(context.Background(), store.HashSecret(e.keys[r]))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return k.ID
 }
