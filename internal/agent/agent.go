@@ -65,6 +65,10 @@ type Deps struct {
 	// Reconciler gets the assignments. nil: OTA is not configured and
 	// every assignment is reported failed ("OTA not configured").
 	Reconciler Reconciler
+	// NewReconciler builds the reconciler once the identity is loaded
+	// (the update client needs the device certificate); it wins over
+	// Reconciler. It gets the agent's Reporter.
+	NewReconciler func(s *Session, rep *Reporter) (Reconciler, error)
 	// Reporter must be the one the Reconciler was built with; nil: the
 	// agent makes its own.
 	Reporter *Reporter
@@ -80,10 +84,13 @@ type Deps struct {
 	WipeStepTimeout time.Duration
 }
 
-// Session is what a dialer needs: the configuration and the live identity.
+// Session is what a dialer or the update client needs: the configuration,
+// the live identity and the fleet CA, and the agent's clock.
 type Session struct {
 	Config   *config.Config
 	Identity *identity.Store
+	Roots    *x509.CertPool
+	Now      func() time.Time
 }
 
 // Agent runs one device. Create with New, start with Run.
@@ -142,6 +149,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.loadIdentity(); err != nil {
 		return err
 	}
+	if a.d.NewReconciler != nil {
+		rec, err := a.d.NewReconciler(a.session(), a.rep)
+		if err != nil {
+			return err
+		}
+		a.rec = rec
+	}
 	client, closeFn, err := a.dial(ctx)
 	if err != nil {
 		return err
@@ -192,7 +206,7 @@ func (a *Agent) loadIdentity() error {
 
 func (a *Agent) dial(ctx context.Context) (devicev1.DeviceServiceClient, func() error, error) {
 	if a.d.Dial != nil {
-		return a.d.Dial(ctx, &Session{Config: a.cfg, Identity: a.id})
+		return a.d.Dial(ctx, a.session())
 	}
 	tlsConf, err := control.TLSConfig(a.cfg.Server, a.roots, a.id, a.d.Now)
 	if err != nil {
@@ -203,6 +217,10 @@ func (a *Agent) dial(ctx context.Context) (devicev1.DeviceServiceClient, func() 
 		return nil, nil, &config.Error{Flag: "-server", Msg: err.Error()}
 	}
 	return devicev1.NewDeviceServiceClient(conn), conn.Close, nil
+}
+
+func (a *Agent) session() *Session {
+	return &Session{Config: a.cfg, Identity: a.id, Roots: a.roots, Now: a.d.Now}
 }
 
 func (a *Agent) setClient(c devicev1.DeviceServiceClient, closeFn func() error) {
