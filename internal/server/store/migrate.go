@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -157,4 +159,18 @@ func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
 	var v int
 	err := db.reader().QueryRow(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&v)
 	return v, err
+}
+
+// MigrationsDigest is a hex sha256 over every embedded migration's name and
+// text. storetest keys its migrated PostgreSQL template database on it.
+func MigrationsDigest() string {
+	migs, err := loadMigrations()
+	if err != nil {
+		return "invalid"
+	}
+	h := sha256.New()
+	for _, m := range migs {
+		fmt.Fprintf(h, "%s\x00%d\x00%s\x00", m.name, len(m.sql), m.sql)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -25,6 +25,7 @@ CREATE TABLE devices (
     decommissioned_at BIGINT NOT NULL
 );
 CREATE INDEX devices_status_name ON devices (status, name);
+CREATE INDEX devices_updated ON devices (updated_at);
 
 -- Tags again, one row each, so that tag filters are portable SQL.
 CREATE TABLE device_tags (
@@ -123,7 +124,8 @@ CREATE TABLE log_requests (
     created_at BIGINT NOT NULL,
     completed_at BIGINT NOT NULL
 );
-CREATE INDEX log_requests_device_state ON log_requests (device_name, state);
+CREATE INDEX log_requests_device ON log_requests (device_name, created_at);
+CREATE INDEX log_requests_state ON log_requests (state, created_at);
 
 -- The audit chain (SPEC §10). audit_head is the single row every append
 -- locks, so concurrent replicas extend the chain one at a time.

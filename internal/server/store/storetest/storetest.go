@@ -65,23 +65,30 @@ func PostgresWith(t testing.TB, opts Options) *store.DB {
 	return open(t, store.Options{DSN: dsn, Now: opts.Now, Logger: opts.Logger})
 }
 
-// PostgresDatabase creates a fresh, empty database on the test PostgreSQL
-// server and returns its DSN; the database is dropped at cleanup. Useful to
-// open several stores (replicas) on one database.
+// PostgresDatabase creates a fresh database on the test PostgreSQL server,
+// already migrated to the current schema, and returns its DSN; the database
+// is dropped at cleanup. Useful to open several stores (replicas) on one
+// database. Databases are cloned from a template migrated once per schema
+// version (kept on the test server), so a test does not pay for the
+// migrations.
 func PostgresDatabase(t testing.TB) string {
 	t.Helper()
 	base := testenv.PostgresDSN(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	admin, err := sql.Open("pgx", base)
 	if err != nil {
 		t.Fatalf("open postgres admin connection: %v", err)
 	}
 	defer admin.Close()
+	tmpl, err := template(ctx, admin, base)
+	if err != nil {
+		t.Fatalf("prepare template database: %v", err)
+	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	name := "meshanics_t_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name+" TEMPLATE "+tmpl); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
@@ -97,12 +104,61 @@ func PostgresDatabase(t testing.TB) string {
 			t.Errorf("drop test database %s: %v", name, err)
 		}
 	})
-	u, err := url.Parse(base)
+	return withDatabase(base, name)
+}
+
+func withDatabase(dsn, name string) string {
+	u, err := url.Parse(dsn)
 	if err != nil {
-		t.Fatalf("parse MESHANICS_TEST_POSTGRES: %v", err)
+		return dsn
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// templateLockKey serialises template creation across test processes.
+const templateLockKey = 0x6d657368746d706c
+
+// template returns the name of a database migrated to the current schema,
+// creating it under an advisory lock if no test process has yet. It is
+// built under a temporary name and renamed when complete, so a crash never
+// leaves a half-migrated template behind under the real name.
+func template(ctx context.Context, admin *sql.DB, base string) (string, error) {
+	name := "meshanics_tmpl_" + store.MigrationsDigest()[:16]
+	conn, err := admin.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", templateLockKey); err != nil {
+		return "", err
+	}
+	defer conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", templateLockKey)
+	var n int
+	if err := conn.QueryRowContext(ctx, "SELECT COUNT(*) FROM pg_database WHERE datname = $1", name).Scan(&n); err != nil {
+		return "", err
+	}
+	if n > 0 {
+		return name, nil
+	}
+	building := name + "_building"
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+building+" WITH (FORCE)"); err != nil {
+		return "", err
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+building); err != nil {
+		return "", err
+	}
+	db, err := store.Open(ctx, store.Options{DSN: withDatabase(base, building)})
+	if err != nil {
+		return "", err
+	}
+	if err := db.Close(); err != nil {
+		return "", err
+	}
+	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {
+		return "", err
+	}
+	return name, nil
 }
 
 // OpenDSN opens another store on dsn (e.g. a second replica on the database
