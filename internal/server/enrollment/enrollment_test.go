@@ -101,7 +101,7 @@ func csrPEM(t testing.TB, k *ecdsa.PrivateKey) string {
 
 func (e env) mint(t *testing.T, o TokenOptions) string {
 	t.Helper()
-	m, err := e.svc.CreateToken(context.Background(), "user:admin", o)
+	m, err := e.svc.Mint(context.Background(), "user:admin", o)
 	if err != nil {
 		t.Fatalf("CreateToken: %v", err)
 	}
@@ -194,11 +194,11 @@ func TestTokenBudgetAndReplay(t *testing.T) {
 
 func TestRevokedTokenRefused(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e env) {
-		m, err := e.svc.CreateToken(context.Background(), "user:admin", TokenOptions{Uses: 5})
+		m, err := e.svc.Mint(context.Background(), "user:admin", TokenOptions{Uses: 5})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.svc.RevokeToken(context.Background(), "user:admin", m.Token.ID); err != nil {
+		if err := e.svc.RevokeToken(context.Background(), "user:admin", m.Token.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := e.enroll(m.Secret, "edge-01", newKey(t), t); !errors.Is(err, errdefs.ErrUnauthenticated) {
@@ -363,11 +363,11 @@ func TestTokenOptionsBounds(t *testing.T) {
 			{TTL: 31 * 24 * time.Hour}, {TTL: time.Second}, {Uses: -1}, {Uses: MaxUses + 1},
 			{Tags: map[string]string{"bad key": "x"}},
 		} {
-			if _, err := e.svc.CreateToken(context.Background(), "user:admin", o); !errors.Is(err, errdefs.ErrInvalid) {
+			if _, _, err := e.svc.CreateToken(context.Background(), "user:admin", o); !errors.Is(err, errdefs.ErrInvalid) {
 				t.Errorf("CreateToken(%+v) = %v, want ErrInvalid", o, err)
 			}
 		}
-		m, err := e.svc.CreateToken(context.Background(), "user:admin", TokenOptions{})
+		m, err := e.svc.Mint(context.Background(), "user:admin", TokenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

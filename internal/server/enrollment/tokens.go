@@ -16,10 +16,16 @@ type MintedToken struct {
 	InstallCommand string
 }
 
-// CreateToken mints a token for actor with o's expiry, budget, tags and
-// replace flag. Only the hash is stored; the audit event is appended in the
-// same transaction.
-func (s *Service) CreateToken(ctx context.Context, actor string, o TokenOptions) (MintedToken, error) {
+// CreateToken mints a token (operatorapi.TokenService): see Mint.
+func (s *Service) CreateToken(ctx context.Context, actor string, o TokenOptions) (store.EnrollmentToken, string, error) {
+	m, err := s.Mint(ctx, actor, o)
+	return m.Token, m.Secret, err
+}
+
+// Mint mints a token for actor with o's expiry, budget, tags and replace
+// flag. Only the hash is stored; the audit event is appended in the same
+// transaction.
+func (s *Service) Mint(ctx context.Context, actor string, o TokenOptions) (MintedToken, error) {
 	o, err := o.Normalize()
 	if err != nil {
 		return MintedToken{}, err
@@ -40,8 +46,14 @@ func (s *Service) CreateToken(ctx context.Context, actor string, o TokenOptions)
 	return MintedToken{Token: t, Secret: secret, CAPin: s.ca.Fingerprint(), InstallCommand: s.InstallCommand(secret)}, nil
 }
 
-// RevokeToken revokes token id (idempotent).
-func (s *Service) RevokeToken(ctx context.Context, actor, id string) (store.EnrollmentToken, error) {
+// RevokeToken revokes token id (idempotent; operatorapi.TokenService).
+func (s *Service) RevokeToken(ctx context.Context, actor, id string) error {
+	_, err := s.Revoke(ctx, actor, id)
+	return err
+}
+
+// Revoke revokes token id (idempotent) and returns it.
+func (s *Service) Revoke(ctx context.Context, actor, id string) (store.EnrollmentToken, error) {
 	var t store.EnrollmentToken
 	err := s.store.Tx(ctx, func(tx *store.Tx) error {
 		var err error
