@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/ca"
+	"github.com/meshanics/meshanics/internal/server/store"
 )
 
 // device is the authenticated caller of one RPC.
@@ -57,11 +58,11 @@ func (s *Server) authenticate(ctx context.Context) (device, error) {
 		return device{}, fmt.Errorf("check certificate of %s: %w", id.Name, err)
 	}
 	switch state {
-	case CertCurrent:
+	case store.CertCurrent:
 		return device{id}, nil
-	case CertDecommissioned:
+	case store.CertDecommissioned:
 		return device{}, errdefs.ErrDecommissioned
-	case CertRevoked:
+	case store.CertRevoked:
 		return device{}, unauthenticated("this certificate has been superseded; use the current one or re-enroll")
 	default:
 		return device{}, unauthenticated("unknown device certificate")
@@ -88,7 +89,7 @@ func (e *kindMsg) Unwrap() error { return e.kind }
 // Bounds on staleness (docs/device-api.md): an entry is trusted for ttl;
 // Invalidate (called by the operator API after a decommission on this
 // replica) and the change poll (changes committed by other replicas) drop
-// entries earlier. A verdict other than CertCurrent is re-read once
+// entries earlier. A verdict other than store.CertCurrent is re-read once
 // recheckAfter has passed, so a certificate issued a moment ago (renewal or
 // enrollment on another replica) is accepted at once rather than after ttl.
 type authCache struct {
@@ -104,7 +105,7 @@ type authCache struct {
 }
 
 type authEntry struct {
-	state   CertState
+	state   store.CertState
 	fetched time.Time
 }
 
@@ -117,14 +118,14 @@ func newAuthCache(src Devices, ttl time.Duration) *authCache {
 	return &authCache{src: src, ttl: ttl, byID: make(map[string]map[string]authEntry)}
 }
 
-func (c *authCache) get(ctx context.Context, name, serial string, now time.Time) (CertState, error) {
+func (c *authCache) get(ctx context.Context, name, serial string, now time.Time) (store.CertState, error) {
 	c.mu.Lock()
 	e, ok := c.byID[name][serial]
 	epoch := c.epoch
 	c.mu.Unlock()
 	if ok {
 		age := now.Sub(e.fetched)
-		if age >= 0 && age < c.ttl && (e.state == CertCurrent || e.state == CertDecommissioned || age < recheckAfter) {
+		if age >= 0 && age < c.ttl && (e.state == store.CertCurrent || e.state == store.CertDecommissioned || age < recheckAfter) {
 			return e.state, nil
 		}
 	}
@@ -135,9 +136,9 @@ func (c *authCache) get(ctx context.Context, name, serial string, now time.Time)
 		// share this read.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeReadTimeout)
 		defer cancel()
-		a, err := c.src.CertAuth(rctx, name, serial)
+		state, err := c.src.CertAuth(rctx, name, serial)
 		if err != nil {
-			return CertUnknown, err
+			return store.CertUnknown, err
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -147,14 +148,14 @@ func (c *authCache) get(ctx context.Context, name, serial string, now time.Time)
 				m = make(map[string]authEntry, 1)
 				c.byID[name] = m
 			}
-			m[serial] = authEntry{state: a.State, fetched: now}
+			m[serial] = authEntry{state: state, fetched: now}
 		}
-		return a.State, nil
+		return state, nil
 	})
 	if err != nil {
-		return CertUnknown, err
+		return store.CertUnknown, err
 	}
-	return v.(CertState), nil
+	return v.(store.CertState), nil
 }
 
 // invalidate drops every entry of name.

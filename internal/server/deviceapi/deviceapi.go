@@ -27,6 +27,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/server/ca"
 	"github.com/meshanics/meshanics/internal/server/presence"
+	"github.com/meshanics/meshanics/internal/server/store"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
@@ -36,16 +37,17 @@ type Identifier interface {
 	PeerIdentity(cs *tls.ConnectionState) (ca.Identity, error)
 }
 
-// Devices is the part of the store the device API reads and writes.
+// Devices is the part of the store the device API reads and writes
+// (*store.DB).
 type Devices interface {
 	// CertAuth reports what the certificate with serial (lower-case hex)
 	// means for device name: current, revoked, or belonging to a
 	// decommissioned device life. An unknown serial is CertUnknown, not an
 	// error.
-	CertAuth(ctx context.Context, name, serial string) (CertAuth, error)
+	CertAuth(ctx context.Context, name, serial string) (store.CertState, error)
 	// RegisterDevice refreshes the device record of name from a Register
 	// call and appends the audit event, in one transaction.
-	RegisterDevice(ctx context.Context, name string, reg Registration) error
+	RegisterDevice(ctx context.Context, name string, reg store.Registration) error
 	presence.Sink
 }
 
@@ -62,11 +64,11 @@ type StatusSink interface {
 	Report(ctx context.Context, device string, r StatusReport) error
 }
 
-// LogRequests is the part of the store that holds log requests.
+// LogRequests is the part of the store that holds log requests (*store.DB).
 type LogRequests interface {
 	// PendingLogRequests returns up to limit log requests not yet fulfilled,
 	// of every device (the device API polls it; it is usually empty).
-	PendingLogRequests(ctx context.Context, limit int) ([]PendingLog, error)
+	PendingLogRequests(ctx context.Context, limit int) ([]store.PendingLog, error)
 	// CompleteLogRequest stores the gzip bundle of request id, which must
 	// belong to device and still be pending (errdefs.ErrNotFound if it is
 	// not this device's, errdefs.ErrConflict if it is done already).
@@ -81,10 +83,18 @@ type Renewer interface {
 }
 
 // Changes reports devices whose records changed since a time, so replicas
-// sharing one PostgreSQL drop stale cache entries quickly. Optional.
+// sharing one PostgreSQL drop stale cache entries quickly (*store.DB).
+// Optional.
 type Changes interface {
 	DevicesChangedSince(ctx context.Context, since time.Time) ([]string, error)
 }
+
+// The store provides all three.
+var (
+	_ Devices     = (*store.DB)(nil)
+	_ LogRequests = (*store.DB)(nil)
+	_ Changes     = (*store.DB)(nil)
+)
 
 // Config holds every dependency explicitly. Identity, Devices, Logs, Log,
 // Fleet and HeartbeatInterval are required.
@@ -144,6 +154,7 @@ type Server struct {
 	cache    *authCache
 	pending  *pendingLogs
 	interval *intervalPolicy
+	writes   *writeLimiter
 	metrics  *metrics
 }
 
@@ -200,6 +211,7 @@ func New(cfg Config) (*Server, error) {
 		presence:    tracker,
 		cache:       newAuthCache(cfg.Devices, cfg.CacheTTL),
 		pending:     newPendingLogs(),
+		writes:      newWriteLimiter(writeBurst, writeRate),
 		interval:    newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget, WidenCap(cfg.HeartbeatInterval, cfg.FlushInterval)),
 	}
 	s.metrics = newMetrics(s)

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/meshanics/meshanics/internal/server/ca"
+	"github.com/meshanics/meshanics/internal/server/store"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
@@ -150,7 +151,7 @@ func TestDeviceCannotActAsAnother(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	a, b := e.enroll("dev-a"), e.enroll("dev-b")
 	e.rollouts.byDev["dev-b"] = []*devicev1.Assignment{{Id: "asg_b", Action: "apply"}}
-	e.logs.add(PendingLog{ID: "lr_b", Device: "dev-b"})
+	e.logs.add(store.PendingLog{ID: "lr_b", Device: "dev-b"})
 	if err := e.srv.pollLogs(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestUploadLogs(t *testing.T) {
 	a := e.enroll("dev-a")
 	c := e.dial(a)
 	ctx := ctxT(t)
-	e.logs.add(PendingLog{ID: "lr_1", Device: "dev-a", MaxLines: 100})
+	e.logs.add(store.PendingLog{ID: "lr_1", Device: "dev-a", MaxLines: 100})
 	if err := e.srv.pollLogs(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -521,5 +522,30 @@ func TestIntervalWidensForLargeFleets(t *testing.T) {
 	}
 	if got := e.srv.OnlineDevices(); got != 2 {
 		t.Errorf("OnlineDevices() = %d, want 2", got)
+	}
+}
+
+func TestWriteRPCsAreRateLimitedPerDevice(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	e := newEnv(t, envOpts{now: clock.now})
+	a, b := e.dial(e.enroll("dev-a")), e.dial(e.enroll("dev-b"))
+	ctx := ctxT(t)
+	for i := range writeBurst {
+		if _, err := a.Register(ctx, &devicev1.RegisterRequest{}); err != nil {
+			t.Fatalf("Register %d: %v", i+1, err)
+		}
+	}
+	if _, err := a.Register(ctx, &devicev1.RegisterRequest{}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("Register beyond the burst = %v, want ResourceExhausted", err)
+	}
+	if _, err := a.Heartbeat(ctx, &devicev1.HeartbeatRequest{}); err != nil {
+		t.Errorf("Heartbeat of a limited device: %v (heartbeats write nothing and are not limited)", err)
+	}
+	if _, err := b.Register(ctx, &devicev1.RegisterRequest{}); err != nil {
+		t.Errorf("another device's Register: %v", err)
+	}
+	clock.advance(2 * time.Second)
+	if _, err := a.Register(ctx, &devicev1.RegisterRequest{}); err != nil {
+		t.Errorf("Register after the bucket refilled: %v", err)
 	}
 }

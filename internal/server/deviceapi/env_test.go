@@ -24,6 +24,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/ca"
+	"github.com/meshanics/meshanics/internal/server/store"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
@@ -33,7 +34,7 @@ import (
 type fakeDevices struct {
 	mu       sync.Mutex
 	certs    map[string]fakeCert // serial → cert
-	regs     map[string]Registration
+	regs     map[string]store.Registration
 	touched  map[string]time.Time
 	batches  int
 	authRead int // CertAuth calls, to prove the cache works
@@ -41,25 +42,25 @@ type fakeDevices struct {
 
 type fakeCert struct {
 	name  string
-	state CertState
+	state store.CertState
 }
 
 func newFakeDevices() *fakeDevices {
-	return &fakeDevices{certs: map[string]fakeCert{}, regs: map[string]Registration{}, touched: map[string]time.Time{}}
+	return &fakeDevices{certs: map[string]fakeCert{}, regs: map[string]store.Registration{}, touched: map[string]time.Time{}}
 }
 
-func (f *fakeDevices) CertAuth(_ context.Context, name, serial string) (CertAuth, error) {
+func (f *fakeDevices) CertAuth(_ context.Context, name, serial string) (store.CertState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.authRead++
 	c, ok := f.certs[serial]
 	if !ok || c.name != name {
-		return CertAuth{State: CertUnknown}, nil
+		return store.CertUnknown, nil
 	}
-	return CertAuth{State: c.state}, nil
+	return c.state, nil
 }
 
-func (f *fakeDevices) RegisterDevice(_ context.Context, name string, reg Registration) error {
+func (f *fakeDevices) RegisterDevice(_ context.Context, name string, reg store.Registration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.regs[name] = reg
@@ -79,12 +80,12 @@ func (f *fakeDevices) issued(name, serial string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s, c := range f.certs {
-		if c.name == name && c.state == CertCurrent {
-			c.state = CertRevoked
+		if c.name == name && c.state == store.CertCurrent {
+			c.state = store.CertRevoked
 			f.certs[s] = c
 		}
 	}
-	f.certs[serial] = fakeCert{name: name, state: CertCurrent}
+	f.certs[serial] = fakeCert{name: name, state: store.CertCurrent}
 }
 
 // renewed records a renewal like the store: the new certificate becomes
@@ -93,7 +94,7 @@ func (f *fakeDevices) issued(name, serial string) {
 func (f *fakeDevices) renewed(name, serial string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.certs[serial] = fakeCert{name: name, state: CertCurrent}
+	f.certs[serial] = fakeCert{name: name, state: store.CertCurrent}
 }
 
 // decommission ends the current life of name.
@@ -101,8 +102,8 @@ func (f *fakeDevices) decommission(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for s, c := range f.certs {
-		if c.name == name && c.state != CertRevoked {
-			c.state = CertDecommissioned
+		if c.name == name && c.state != store.CertRevoked {
+			c.state = store.CertDecommissioned
 			f.certs[s] = c
 		}
 	}
@@ -117,24 +118,24 @@ func (f *fakeDevices) stats() (authReads, batches int, touched map[string]time.T
 // fakeLogs holds log requests like the store does.
 type fakeLogs struct {
 	mu      sync.Mutex
-	reqs    map[string]PendingLog
+	reqs    map[string]store.PendingLog
 	bundles map[string][]byte
 }
 
 func newFakeLogs() *fakeLogs {
-	return &fakeLogs{reqs: map[string]PendingLog{}, bundles: map[string][]byte{}}
+	return &fakeLogs{reqs: map[string]store.PendingLog{}, bundles: map[string][]byte{}}
 }
 
-func (f *fakeLogs) add(r PendingLog) {
+func (f *fakeLogs) add(r store.PendingLog) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reqs[r.ID] = r
 }
 
-func (f *fakeLogs) PendingLogRequests(_ context.Context, limit int) ([]PendingLog, error) {
+func (f *fakeLogs) PendingLogRequests(_ context.Context, limit int) ([]store.PendingLog, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []PendingLog
+	var out []store.PendingLog
 	for id, r := range f.reqs {
 		if _, done := f.bundles[id]; !done && len(out) < limit {
 			out = append(out, r)
@@ -202,7 +203,7 @@ type caRenewer struct {
 }
 
 func (r caRenewer) RenewDevice(_ context.Context, name, oldSerial string, pub *ecdsa.PublicKey) ([]byte, error) {
-	if a, _ := r.devices.CertAuth(context.Background(), name, oldSerial); a.State != CertCurrent {
+	if st, _ := r.devices.CertAuth(context.Background(), name, oldSerial); st != store.CertCurrent {
 		return nil, errdefs.Conflict("certificate is no longer current")
 	}
 	iss, err := r.ca.IssueDevice(name, pub, ca.DefaultDeviceTTL)
@@ -231,6 +232,8 @@ type envOpts struct {
 	poll     time.Duration
 	now      func() time.Time
 	changes  Changes
+	// A real store instead of the fakes.
+	store *store.DB
 }
 
 // fakeClock is a settable clock safe for concurrent use.
@@ -257,6 +260,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newEnvWithCA(t, authority, o)
+}
+
+func newEnvWithCA(t testing.TB, authority *ca.Authority, o envOpts) *env {
+	t.Helper()
 	serving, err := authority.ServingCertificate([]string{"127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
@@ -271,12 +279,20 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.poll == 0 {
 		o.poll = time.Hour
 	}
+	var (
+		devices Devices     = e.devices
+		logs    LogRequests = e.logs
+		renewer Renewer     = caRenewer{ca: authority, devices: e.devices}
+	)
+	if o.store != nil {
+		devices, logs, renewer = o.store, o.store, nil
+	}
 	e.srv, err = New(Config{
 		Fleet:             authority.Fleet(),
 		Identity:          authority,
-		Devices:           e.devices,
-		Logs:              e.logs,
-		Renewer:           caRenewer{ca: authority, devices: e.devices},
+		Devices:           devices,
+		Logs:              logs,
+		Renewer:           renewer,
 		Assignments:       e.rollouts,
 		Status:            e.rollouts,
 		Log:               slog.New(slog.NewTextHandler(io.Discard, nil)),

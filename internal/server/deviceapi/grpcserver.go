@@ -93,6 +93,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	var resp any
 	dev, err := s.authenticate(ctx)
 	if err == nil {
+		err = s.limit(method, dev)
+	}
+	if err == nil {
 		resp, err = handler(withDevice(ctx, dev), req)
 	}
 	err = toStatus(s.log, method, err)
@@ -108,11 +111,23 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	method := shortMethod(info.FullMethod)
 	dev, err := s.authenticate(ss.Context())
 	if err == nil {
+		err = s.limit(method, dev)
+	}
+	if err == nil {
 		err = handler(srv, &deviceStream{ServerStream: ss, ctx: withDevice(ss.Context(), dev)})
 	}
 	err = toStatus(s.log, method, err)
 	s.metrics.observe(method, err, time.Since(start))
 	return err
+}
+
+// limit applies the per-device write budget to every RPC but Heartbeat
+// (which writes nothing).
+func (s *Server) limit(method string, dev device) error {
+	if method == "Heartbeat" || s.writes.allow(dev.Name, s.now()) {
+		return nil
+	}
+	return resourceExhausted("too many requests from this device; retry later")
 }
 
 type deviceStream struct {

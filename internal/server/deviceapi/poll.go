@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/server/store"
 )
 
 // maxPendingLogs bounds one poll of pending log requests. Operators create
@@ -45,6 +47,7 @@ func (s *Server) pollLoop(ctx context.Context) error {
 		}
 		s.interval.update(s.presence.Online(now, 3*s.interval.current()))
 		s.cache.prune(now)
+		s.writes.prune(now)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -65,15 +68,15 @@ func (s *Server) pollLogs(ctx context.Context) error {
 // pendingLogs is the latest poll of pending log requests, by device.
 type pendingLogs struct {
 	mu       sync.RWMutex
-	byDevice map[string][]PendingLog // guarded by mu
+	byDevice map[string][]store.PendingLog // guarded by mu
 }
 
 func newPendingLogs() *pendingLogs {
-	return &pendingLogs{byDevice: map[string][]PendingLog{}}
+	return &pendingLogs{byDevice: map[string][]store.PendingLog{}}
 }
 
-func (p *pendingLogs) replace(reqs []PendingLog) {
-	m := make(map[string][]PendingLog)
+func (p *pendingLogs) replace(reqs []store.PendingLog) {
+	m := make(map[string][]store.PendingLog)
 	for _, r := range reqs {
 		m[r.Device] = append(m[r.Device], r)
 	}
@@ -82,7 +85,7 @@ func (p *pendingLogs) replace(reqs []PendingLog) {
 	p.mu.Unlock()
 }
 
-func (p *pendingLogs) forDevice(device string) []PendingLog {
+func (p *pendingLogs) forDevice(device string) []store.PendingLog {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.byDevice[device]
@@ -94,7 +97,7 @@ func (p *pendingLogs) done(device, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	rs := p.byDevice[device]
-	out := make([]PendingLog, 0, len(rs))
+	out := make([]store.PendingLog, 0, len(rs))
 	for _, r := range rs {
 		if r.ID != id {
 			out = append(out, r)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/ca"
+	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/states"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
@@ -48,7 +49,7 @@ func (s handlers) Register(ctx context.Context, req *devicev1.RegisterRequest) (
 		return nil, err
 	}
 	now := s.now()
-	err = s.devices.RegisterDevice(ctx, dev.Name, Registration{
+	err = s.devices.RegisterDevice(ctx, dev.Name, store.Registration{
 		Hardware:     hw,
 		AgentVersion: req.GetAgentVersion(),
 		Tags:         req.GetTags(),

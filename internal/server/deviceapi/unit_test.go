@@ -117,3 +117,29 @@ func FuzzValidGzip(f *testing.F) {
 		}
 	})
 }
+
+func TestWriteLimiter(t *testing.T) {
+	l := newWriteLimiter(3, 1)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		if !l.allow("a", t0) {
+			t.Fatalf("call %d within the burst refused", i+1)
+		}
+	}
+	if l.allow("a", t0) {
+		t.Error("call beyond the burst allowed")
+	}
+	if !l.allow("b", t0) {
+		t.Error("another device shares a's bucket")
+	}
+	if !l.allow("a", t0.Add(time.Second)) {
+		t.Error("no token after one second at 1/s")
+	}
+	l.prune(t0.Add(time.Hour))
+	l.mu.Lock()
+	n := len(l.buckets)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("after an hour %d buckets remain, want 0 (all full)", n)
+	}
+}
