@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // Exit codes (SPEC §9).
@@ -40,14 +41,18 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	client         *client
+	pollEvery      time.Duration
 }
 
 // jsonOut reports -o json.
 func (a *app) jsonOut() bool { return a.output == "json" }
 
+// pollEvery is how often waiting commands poll the server.
+var pollEvery = 2 * time.Second
+
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	env := func(k string) string { v, _ := lookupEnv(k); return v }
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, pollEvery: pollEvery}
 	fs := flag.NewFlagSet("meshctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&a.server, "server", env("MESHCTL_SERVER"), "control plane `URL` https://host:8443 (env MESHCTL_SERVER)")

@@ -247,7 +247,11 @@ func connError(host string, err error) error {
 	case errors.As(err, &hne):
 		return fmt.Errorf("cannot verify %s: %v (use a -server host name the serving certificate names; see the server's -public-host)", host, hne)
 	}
-	return fmt.Errorf("cannot reach %s: %w", host, err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("cannot reach %s: %v (check -server / MESHCTL_SERVER and that meshanics-server is running)", host, err)
 }
 
 // apiPath joins escaped path segments under /api/v1.

@@ -279,7 +279,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 
 // waitLogs polls the log request until it completes or fails.
 func (a *app) waitLogs(ctx context.Context, c *client, id string) error {
-	tick := time.NewTicker(2 * time.Second)
+	tick := time.NewTicker(a.pollEvery)
 	defer tick.Stop()
 	for {
 		resp, err := c.do(ctx, http.MethodGet, apiPath("log-requests", id), nil, nil)
