@@ -54,6 +54,7 @@ func (r *Reconciler) Resume(ctx context.Context) error {
 		if err := r.layout.CleanTemps(name); err != nil {
 			r.log.Warn("clean temps", "slot", name, "err", err)
 		}
+		r.prune(name) // a crash may have come between a terminal write and its prune
 	}
 	for _, id := range ids {
 		t := r.task(id)
