@@ -61,6 +61,7 @@ func (s *Server) authenticate(ctx context.Context) (device, error) {
 	case store.CertCurrent:
 		return device{id}, nil
 	case store.CertDecommissioned:
+		s.presence.Forget(id.Name) // no longer online, nothing more to flush
 		return device{}, errdefs.ErrDecommissioned
 	case store.CertRevoked:
 		return device{}, unauthenticated("this certificate has been superseded; use the current one or re-enroll")

@@ -224,6 +224,9 @@ func TestDecommissionedRefusedOnEveryRPC(t *testing.T) {
 			t.Errorf("%s after decommission = %v, want PERMISSION_DENIED with ErrorInfo{DEVICE_DECOMMISSIONED, meshanics}", rpc, err)
 		}
 	}
+	if got := e.srv.OnlineDevices(); got != 0 {
+		t.Errorf("OnlineDevices() after decommission = %d, want 0", got)
+	}
 }
 
 func TestDecommissionedEarlierLifeStillSignalled(t *testing.T) {
