@@ -114,6 +114,9 @@ func New(cfg Config) (*Service, error) {
 	if s.heartbeat == 0 {
 		s.heartbeat = 30 * time.Second
 	}
+	for _, l := range []string{"new", "new_life", "same_key", "replaced", "invalid", "unauthorized", "conflict", "error"} {
+		s.enrollments.WithLabelValues(l) // export zeros, so rates work from the start
+	}
 	if cfg.Registry != nil {
 		if err := cfg.Registry.Register(s.enrollments); err != nil {
 			return nil, fmt.Errorf("enrollment: register metrics: %w", err)
