@@ -58,7 +58,7 @@ func (p *fakePresence) Seen(name string, t time.Time) {
 
 // env is a real API over a real store, served by httptest.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	db       *store.DB
 	api      *API
 	srv      *httptest.Server
@@ -87,7 +87,7 @@ func forEachEngine(t *testing.T, fn func(t *testing.T, e *env)) {
 	})
 }
 
-func newEnv(t *testing.T, db *store.DB, clk *clock) *env {
+func newEnv(t testing.TB, db *store.DB, clk *clock) *env {
 	t.Helper()
 	auth, err := ca.Create(t.TempDir(), "fleet.test", clk.Now)
 	if err != nil {
