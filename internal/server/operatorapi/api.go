@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -74,6 +75,10 @@ type API struct {
 	argon2     Argon2Params
 	loginLimit *ratelimit.Limiter
 	dummyHash  string // verified against when a login names no user, so timing does not tell
+	// hashSlots bounds concurrent argon2id computations (64 MiB each by
+	// default), so a burst of logins from many addresses cannot exhaust
+	// memory.
+	hashSlots chan struct{}
 
 	touchMu sync.Mutex
 	touched map[string]time.Time // API key id → last recorded use
@@ -108,6 +113,7 @@ func New(cfg Config) (*API, error) {
 		argon2:     DefaultArgon2,
 		loginLimit: cfg.LoginLimiter,
 		touched:    make(map[string]time.Time),
+		hashSlots:  make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 	}
 	if a.now == nil {
 		a.now = time.Now

@@ -46,14 +46,21 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	u, err := a.store.User(ctx, req.Username)
+	hash := u.PasswordHash
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
-		VerifyPassword(req.Password, a.dummyHash) // same work as a real check
-		return errBadLogin
+		hash = a.dummyHash // same work as a real check, so timing does not tell
 	case err != nil:
 		return fmt.Errorf("look up user: %w", err)
 	}
-	if !VerifyPassword(req.Password, u.PasswordHash) {
+	var ok bool
+	if err := a.withHashSlot(ctx, func() { ok = VerifyPassword(req.Password, hash) }); err != nil {
+		return err
+	}
+	if u.Name == "" {
+		return errBadLogin
+	}
+	if !ok {
 		a.log.Info("login refused", "user", u.Name, "remote", r.RemoteAddr)
 		return errBadLogin
 	}

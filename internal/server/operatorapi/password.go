@@ -1,6 +1,7 @@
 package operatorapi
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -97,4 +98,17 @@ func parseHash(h string) (Argon2Params, []byte, []byte, error) {
 		return Argon2Params{}, nil, nil, errors.New("bad key")
 	}
 	return p, salt, key, nil
+}
+
+// withHashSlot runs fn while holding one of the API's argon2 slots, or
+// fails with 503 when ctx ends first.
+func (a *API) withHashSlot(ctx context.Context, fn func()) error {
+	select {
+	case a.hashSlots <- struct{}{}:
+	case <-ctx.Done():
+		return errorf(503, "server busy; retry")
+	}
+	defer func() { <-a.hashSlots }()
+	fn()
+	return nil
 }

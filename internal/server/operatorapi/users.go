@@ -82,8 +82,11 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request, p Principal) er
 	if err := ValidatePassword(req.Password); err != nil {
 		return err
 	}
-	hash := HashPassword(req.Password, a.argon2)
 	ctx := r.Context()
+	var hash string
+	if err := a.withHashSlot(ctx, func() { hash = HashPassword(req.Password, a.argon2) }); err != nil {
+		return err
+	}
 	var u store.User
 	err = a.store.Tx(ctx, func(tx *store.Tx) error {
 		var err error
