@@ -154,6 +154,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 	s.devices, err = deviceapi.New(deviceapi.Config{
 		Fleet: s.ca.Fleet(), Identity: s.ca, Devices: s.db, Logs: s.db, Renewer: s.enroll, Changes: s.db,
 		Log: log, Registry: s.registry, Now: s.now, HeartbeatInterval: cfg.HeartbeatInterval,
+		// last_seen reaches the store within half an interval (at most 5 s),
+		// so presence in the operator API lags by less than one heartbeat.
+		FlushInterval: min(5*time.Second, cfg.HeartbeatInterval/2),
 	})
 	if err != nil {
 		return nil, err
