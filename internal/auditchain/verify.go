@@ -126,15 +126,19 @@ func VerifyExport(r io.Reader) (Trailer, error) {
 	var last []byte
 	line := 0
 	var pending []byte // the previous line: an event unless it turns out to be the last
+	pendingLine := 0
 	flush := func() error {
 		if pending == nil {
 			return nil
 		}
 		var e Event
 		if err := strictUnmarshal(pending, &e); err != nil {
-			return fmt.Errorf("line %d: %w", line-1, err)
+			return fmt.Errorf("line %d: %w", pendingLine, err)
 		}
-		return v.Add(e)
+		if err := v.Add(e); err != nil {
+			return fmt.Errorf("line %d: %w", pendingLine, err)
+		}
+		return nil
 	}
 	for sc.Scan() {
 		line++
@@ -145,7 +149,7 @@ func VerifyExport(r io.Reader) (Trailer, error) {
 		if err := flush(); err != nil {
 			return Trailer{Count: v.Count(), HeadHash: v.Head()}, err
 		}
-		pending = append([]byte(nil), b...)
+		pending, pendingLine = append([]byte(nil), b...), line
 		last = pending
 	}
 	if err := sc.Err(); err != nil {
