@@ -209,7 +209,7 @@ func RotateRoot(dir string, o RotateRootOptions) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
-	old := st.Root.Signed.Roles[RoleRoot]
+	old := *st.Root.Signed.Roles[RoleRoot] // a copy: the role is rewritten below
 	if o.RootKeys == 0 {
 		o.RootKeys = len(old.KeyIDs)
 	}
@@ -399,4 +399,33 @@ func RootChain(dir string) ([]string, error) {
 		out[i] = x.name
 	}
 	return out, nil
+}
+
+// Bundle reads what `meshctl tuf import` uploads from a ceremony or export
+// directory: every N.root.json in version order and targets.json. dir may
+// be the ceremony directory (its metadata/ subdirectory is used) or an
+// export directory.
+func Bundle(dir string) (roots [][]byte, targets []byte, err error) {
+	if st, err := os.Stat(filepath.Join(dir, metadataDir)); err == nil && st.IsDir() {
+		dir = filepath.Join(dir, metadataDir)
+	}
+	chain, err := RootChain(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range chain {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s: %w", n, err)
+		}
+		roots = append(roots, b)
+	}
+	targets, err = os.ReadFile(filepath.Join(dir, "targets.json"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("read targets.json: %w", err)
+	}
+	if len(roots) == 0 && targets == nil {
+		return nil, nil, fmt.Errorf("%s holds no N.root.json or targets.json", dir)
+	}
+	return roots, targets, nil
 }
