@@ -3,17 +3,21 @@ package deviceapi
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
 func TestToStatusHidesInternalDetail(t *testing.T) {
@@ -142,4 +146,47 @@ func TestWriteLimiter(t *testing.T) {
 	if n != 0 {
 		t.Errorf("after an hour %d buckets remain, want 0 (all full)", n)
 	}
+}
+
+// FuzzValidateReport: whatever a device sends, a report is either refused
+// as invalid or comes out bounded, with a reportable state.
+func FuzzValidateReport(f *testing.F) {
+	f.Add("asg_1", "healthy", "ok", int64(0), int64(0))
+	f.Add("asg_1", "failed", "probe: http 503\n", int64(1700000000000), int64(1700000001000))
+	f.Add("", "pending", "\x00", int64(-1), int64(0))
+	f.Fuzz(func(t *testing.T, id, state, detail string, started, reported int64) {
+		r, err := validateReport(&devicev1.ReportArtifactStatusRequest{
+			AssignmentId: id, State: state, Detail: detail, StartedUnixMs: started, ReportedUnixMs: reported,
+		}, time.Unix(0, 0))
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("validateReport error of the wrong kind: %v", err)
+			}
+			return
+		}
+		if !r.State.Reportable() || len(r.Detail) > MaxDetailBytes || !utf8.ValidString(r.Detail) || r.AssignmentID == "" || len(r.AssignmentID) > maxIDBytes {
+			t.Fatalf("validateReport accepted %+v", r)
+		}
+	})
+}
+
+// FuzzValidateInstalled: a Register or Heartbeat body is refused as invalid
+// or encodes to JSON the store accepts.
+func FuzzValidateInstalled(f *testing.F) {
+	f.Add("model", "detector", "1.0", "", "0.9")
+	f.Add("container", "web", "2.0+build.1", strings.Repeat("a", 64), "")
+	f.Add("shell", "../etc", "", "zz", "-1")
+	f.Fuzz(func(t *testing.T, kind, name, version, sha, prev string) {
+		in := []*devicev1.InstalledArtifact{{Kind: kind, Name: name, Version: version, Sha256: sha, PreviousVersion: prev}}
+		if err := validateInstalled(in); err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("validateInstalled error of the wrong kind: %v", err)
+			}
+			return
+		}
+		b, err := installedToJSON(in)
+		if err != nil || !json.Valid(b) {
+			t.Fatalf("installedToJSON(%v) = %s, %v", in, b, err)
+		}
+	})
 }
