@@ -159,6 +159,9 @@ func (g *group) usage(w io.Writer) {
 }
 
 func (g *group) run(ctx context.Context, a *app, args []string) error {
+	if len(g.cmds) == 1 && g.cmds[0].name == "" {
+		return g.runCmd(ctx, a, g.cmds[0], args) // a group that is a single command
+	}
 	if len(args) == 0 {
 		g.usage(a.stderr)
 		return &usageError{}
@@ -169,13 +172,7 @@ func (g *group) run(ctx context.Context, a *app, args []string) error {
 	}
 	for _, c := range g.cmds {
 		if c.name == args[0] {
-			fs := flag.NewFlagSet("meshctl "+g.name+" "+c.name, flag.ContinueOnError)
-			fs.SetOutput(a.stderr)
-			fs.Usage = func() {
-				fmt.Fprintf(fs.Output(), "usage: meshctl %s %s [flags] %s\n\n%s\n\nFlags (before or after the arguments):\n", g.name, c.name, c.args, c.summary)
-				fs.PrintDefaults()
-			}
-			return c.run(ctx, a, fs, args[1:])
+			return g.runCmd(ctx, a, c, args[1:])
 		}
 	}
 	return usagef("%s: unknown subcommand %q (run 'meshctl help %s')", g.name, args[0], g.name)
@@ -188,4 +185,15 @@ func findGroup(name string) *group {
 		}
 	}
 	return nil
+}
+
+func (g *group) runCmd(ctx context.Context, a *app, c *command, args []string) error {
+	name := strings.TrimSpace(g.name + " " + c.name)
+	fs := flag.NewFlagSet("meshctl "+name, flag.ContinueOnError)
+	fs.SetOutput(a.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: meshctl %s [flags] %s\n\n%s\n\nFlags (before or after the arguments):\n", name, c.args, c.summary)
+		fs.PrintDefaults()
+	}
+	return c.run(ctx, a, fs, args)
 }

@@ -300,6 +300,13 @@ func TestUsersAndKeys(t *testing.T) {
 	if r := s.as(k.Key, "devices", "list"); r.code != 1 {
 		t.Errorf("revoked key devices list = %d, want 1", r.code)
 	}
+	r = runCLI(t, nil, "a new long password\n", "-server", s.url, "-ca", s.caFile, "-api-key", s.admin, "users", "update", "-role", "approver", "alice", "-password-stdin")
+	if r.code != 0 || !strings.Contains(r.stdout, "role approver") {
+		t.Errorf("users update = %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := s.as(s.viewer, "whoami"); r.code != 0 || !strings.Contains(r.stdout, "role viewer") || !strings.Contains(r.stdout, "devices.read") {
+		t.Errorf("whoami = %d %q %q", r.code, r.stdout, r.stderr)
+	}
 	if r := s.as(s.admin, "users", "delete", "alice"); r.code != 0 {
 		t.Errorf("users delete = %d %q", r.code, r.stderr)
 	}

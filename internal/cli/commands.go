@@ -10,5 +10,6 @@ func groups() []*group {
 		auditGroup(),
 		usersGroup(),
 		apiKeysGroup(),
+		whoamiGroup(),
 	}
 }

@@ -18,7 +18,8 @@ func usersGroup() *group {
 		cmds: []*command{
 			{name: "list", summary: "list users", run: usersList},
 			{name: "create", args: "NAME", summary: "create a user; the password is read from stdin (-password-stdin)", run: usersCreate},
-			{name: "delete", args: "NAME", summary: "delete a user and end their sessions", run: usersDelete},
+			{name: "update", args: "NAME", summary: "change a user's role (-role) and/or password (-password-stdin)", run: usersUpdate},
+			{name: "delete", args: "NAME", summary: "delete a user, end their sessions and revoke their API keys", run: usersDelete},
 		},
 	}
 }
@@ -77,12 +78,10 @@ func usersCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if !*fromStdin {
 		return usagef("users create: pass -password-stdin and give the password on stdin (it never goes on the command line)")
 	}
-	sc := bufio.NewScanner(a.stdin)
-	sc.Buffer(make([]byte, 4096), 4096)
-	if !sc.Scan() {
-		return usagef("users create: no password on stdin")
+	pw, err := a.readPassword("users create")
+	if err != nil {
+		return err
 	}
-	pw := strings.TrimRight(sc.Text(), "\r")
 	c, err := a.api()
 	if err != nil {
 		return err
@@ -117,5 +116,55 @@ func usersDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if !a.jsonOut() {
 		fmt.Fprintf(a.stdout, "deleted user %s\n", pos[0])
 	}
+	return nil
+}
+
+// readPassword reads the first line of stdin.
+func (a *app) readPassword(cmd string) (string, error) {
+	sc := bufio.NewScanner(a.stdin)
+	sc.Buffer(make([]byte, 4096), 4096)
+	if !sc.Scan() {
+		return "", usagef("%s: no password on stdin", cmd)
+	}
+	return strings.TrimRight(sc.Text(), "\r"), nil
+}
+
+func usersUpdate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
+	role := fs.String("role", "", "new `role`: admin, operator, approver or viewer")
+	fromStdin := fs.Bool("password-stdin", false, "read a new password from the first line of stdin")
+	pos, err := parseArgs(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	body := map[string]string{}
+	if *role != "" {
+		body["role"] = *role
+	}
+	if *fromStdin {
+		pw, err := a.readPassword("users update")
+		if err != nil {
+			return err
+		}
+		body["password"] = pw
+	}
+	if len(body) == 0 {
+		return usagef("users update: give -role and/or -password-stdin")
+	}
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodPatch, apiPath("users", pos[0]), nil, body)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var u user
+	if err := decodeBody(resp, &u); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "updated user %s (role %s)\n", u.Name, u.Role)
 	return nil
 }

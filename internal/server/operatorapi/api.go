@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,6 +139,11 @@ func New(cfg Config) (*API, error) {
 	mux := http.NewServeMux()
 	a.routes(mux)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(mux, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(a.log, w, r, errorf(http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+strings.Join(allow, " or ")))
+			return
+		}
 		writeError(a.log, w, r, errorf(http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path))
 	})
 	a.handler = securityHeaders(mux)
@@ -155,4 +161,21 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Referrer-Policy", "no-referrer")
 		next.ServeHTTP(w, r)
 	})
+}
+
+// allowedMethods lists the methods some route other than the catch-all
+// serves for r's path (for a JSON 405 instead of the mux's plain text).
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := mux.Handler(r2); pattern != "/api/v1/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	return allow
 }

@@ -65,6 +65,21 @@ func (a *API) handle(mux *http.ServeMux, pattern string, perm Permission, h hand
 	})
 }
 
+// handleAuthed registers pattern behind authentication only: any role may
+// call it (GET /api/v1/me).
+func (a *API) handleAuthed(mux *http.ServeMux, pattern string, h handlerFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.authenticate(r)
+		if err != nil {
+			writeError(a.log, w, r, err)
+			return
+		}
+		if err := h(w, r, p); err != nil {
+			writeError(a.log, w, r, err)
+		}
+	})
+}
+
 var (
 	errNoCredentials = errorf(http.StatusUnauthorized, "authentication required: send Authorization: Bearer msk_… or log in")
 	errBadAPIKey     = errorf(http.StatusUnauthorized, "invalid or revoked API key")

@@ -15,6 +15,7 @@ import "net/http"
 //   - Principal.Actor(): the audit actor, for tx.AppendAudit in the same transaction
 func (a *API) routes(mux *http.ServeMux) {
 	a.registerSession(mux)
+	a.registerMe(mux)
 	a.registerEnrollmentTokens(mux)
 	a.registerDevices(mux)
 	a.registerLogRequests(mux)

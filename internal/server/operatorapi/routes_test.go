@@ -258,3 +258,42 @@ func TestAuditExportVerifies(t *testing.T) {
 		}
 	})
 }
+
+func TestMeAndMethodNotAllowed(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e *env) {
+		me := decode[meJSON](t, e.req("GET", "/api/v1/me", e.keys[RoleViewer], nil))
+		if me.Role != RoleViewer || me.Actor != "apikey:"+e.keyID(RoleViewer) || !slices.Equal(me.Permissions, RoleViewer.Permissions()) {
+			t.Errorf("GET /me = %+v", me)
+		}
+		e.want(e.req("GET", "/api/v1/me", "", nil), 401, "me without credentials")
+		r := e.admin("DELETE", "/api/v1/devices", nil)
+		if r.status != 405 || r.header.Get("Allow") != "GET" || r.errorMessage() == "" {
+			t.Errorf("DELETE /api/v1/devices = %d Allow %q %s, want 405 Allow GET", r.status, r.header.Get("Allow"), r.body)
+		}
+	})
+}
+
+func TestUpdateUser(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e *env) {
+		e.want(e.admin("POST", "/api/v1/users", map[string]string{"name": "ursula", "role": "viewer", "password": "correct horse battery"}), 201, "create")
+		login := func(pw string) int {
+			return e.req("POST", "/login", "", map[string]string{"username": "ursula", "password": pw}).status
+		}
+		if got := login("correct horse battery"); got != 204 {
+			t.Fatalf("login = %d", got)
+		}
+		u := decode[userJSON](t, e.admin("PATCH", "/api/v1/users/ursula", map[string]string{"role": "approver", "password": "another long password"}))
+		if u.Role != "approver" {
+			t.Errorf("updated role %q, want approver", u.Role)
+		}
+		if got := login("correct horse battery"); got != 401 {
+			t.Errorf("old password login = %d, want 401", got)
+		}
+		if got := login("another long password"); got != 204 {
+			t.Errorf("new password login = %d, want 204", got)
+		}
+		e.want(e.admin("PATCH", "/api/v1/users/ursula", map[string]string{}), 400, "empty update")
+		e.want(e.admin("PATCH", "/api/v1/users/ursula", map[string]string{"role": "god"}), 400, "bad role")
+		e.want(e.admin("PATCH", "/api/v1/users/nobody", map[string]string{"role": "viewer"}), 404, "unknown user")
+	})
+}

@@ -13,6 +13,7 @@ import (
 func (a *API) registerUsers(mux *http.ServeMux) {
 	a.handle(mux, "GET /api/v1/users", UsersManage, a.listUsers)
 	a.handle(mux, "POST /api/v1/users", UsersManage, a.createUser)
+	a.handle(mux, "PATCH /api/v1/users/{name}", UsersManage, a.updateUser)
 	a.handle(mux, "DELETE /api/v1/users/{name}", UsersManage, a.deleteUser)
 }
 
@@ -116,5 +117,57 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, p Principal) er
 		return fmt.Errorf("delete user: %w", err)
 	}
 	writeNoContent(w)
+	return nil
+}
+
+type updateUserRequest struct {
+	Role     *string `json:"role"`
+	Password *string `json:"password"`
+}
+
+// updateUser changes a user's role and/or password; a new password ends the
+// user's sessions.
+func (a *API) updateUser(w http.ResponseWriter, r *http.Request, p Principal) error {
+	name := r.PathValue("name")
+	if err := validateUserName(name); err != nil {
+		return errdefs.NotFound("user not found")
+	}
+	var req updateUserRequest
+	if err := decodeJSON(w, r, 0, &req); err != nil {
+		return err
+	}
+	if req.Role == nil && req.Password == nil {
+		return errdefs.Invalid("give role and/or password")
+	}
+	if req.Role != nil {
+		if _, err := validateRole(*req.Role); err != nil {
+			return err
+		}
+		if p.Kind == "user" && p.Name == name && *req.Role != string(p.Role) {
+			return errdefs.Conflict("you cannot change your own role")
+		}
+	}
+	ctx := r.Context()
+	var hash *string
+	if req.Password != nil {
+		if err := ValidatePassword(*req.Password); err != nil {
+			return err
+		}
+		var h string
+		if err := a.withHashSlot(ctx, func() { h = HashPassword(*req.Password, a.argon2) }); err != nil {
+			return err
+		}
+		hash = &h
+	}
+	var u store.User
+	err := a.store.Tx(ctx, func(tx *store.Tx) error {
+		var err error
+		u, err = tx.UpdateUser(ctx, p.Actor(), name, req.Role, hash) // appends user.update
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	writeJSON(w, http.StatusOK, toUserJSON(u))
 	return nil
 }
