@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -87,16 +88,23 @@ func (e *kindMsg) Unwrap() error { return e.kind }
 // authCache remembers the store's verdict per (name, serial) so that a
 // steady-state RPC reads nothing from the database.
 //
-// Bounds on staleness (docs/device-api.md): an entry is trusted for ttl;
-// Invalidate (called by the operator API after a decommission on this
-// replica) and the change poll (changes committed by other replicas) drop
-// entries earlier. A verdict other than store.CertCurrent is re-read once
+// Bounds on staleness (docs/device-api.md): Invalidate (called by the
+// operator API after a decommission on this replica) and the change poll
+// (changes committed anywhere) drop entries as soon as they are stale. While
+// the change poll is healthy an entry is trusted for feedTTL (long: the poll
+// is what bounds staleness, and a long TTL is what keeps heartbeats
+// read-free); without a healthy poll, for ttl. A verdict other than store.CertCurrent is re-read once
 // recheckAfter has passed, so a certificate issued a moment ago (renewal or
 // enrollment on another replica) is accepted at once rather than after ttl.
 type authCache struct {
-	src Devices
-	ttl time.Duration
-	sf  singleflight.Group
+	src     Devices
+	ttl     time.Duration
+	feedTTL time.Duration
+	// feedOK is when the change poll last succeeded (unix nanoseconds, 0 =
+	// never); it counts as healthy for feedGrace.
+	feedOK    atomic.Int64
+	feedGrace time.Duration
+	sf        singleflight.Group
 
 	mu   sync.Mutex
 	byID map[string]map[string]authEntry // name → serial → entry
@@ -115,8 +123,23 @@ const (
 	storeReadTimeout = 5 * time.Second
 )
 
-func newAuthCache(src Devices, ttl time.Duration) *authCache {
-	return &authCache{src: src, ttl: ttl, byID: make(map[string]map[string]authEntry)}
+// feedTTL is how long an entry is trusted while the change poll is healthy.
+const feedTTL = 30 * time.Minute
+
+func newAuthCache(src Devices, ttl, feedGrace time.Duration) *authCache {
+	return &authCache{src: src, ttl: ttl, feedTTL: max(ttl, feedTTL), feedGrace: feedGrace, byID: make(map[string]map[string]authEntry)}
+}
+
+// feedSucceeded records a successful change poll that started at t (all
+// changes committed before t minus the overlap have been applied).
+func (c *authCache) feedSucceeded(t time.Time) { c.feedOK.Store(t.UnixNano()) }
+
+// trustFor is how long an entry is trusted at now.
+func (c *authCache) trustFor(now time.Time) time.Duration {
+	if ok := c.feedOK.Load(); ok != 0 && now.Sub(time.Unix(0, ok)) < c.feedGrace {
+		return c.feedTTL
+	}
+	return c.ttl
 }
 
 func (c *authCache) get(ctx context.Context, name, serial string, now time.Time) (store.CertState, error) {
@@ -126,7 +149,7 @@ func (c *authCache) get(ctx context.Context, name, serial string, now time.Time)
 	c.mu.Unlock()
 	if ok {
 		age := now.Sub(e.fetched)
-		if age >= 0 && age < c.ttl && (e.state == store.CertCurrent || e.state == store.CertDecommissioned || age < recheckAfter) {
+		if age >= 0 && age < c.trustFor(now) && (e.state == store.CertCurrent || e.state == store.CertDecommissioned || age < recheckAfter) {
 			return e.state, nil
 		}
 	}
@@ -159,21 +182,35 @@ func (c *authCache) get(ctx context.Context, name, serial string, now time.Time)
 	return v.(store.CertState), nil
 }
 
-// invalidate drops every entry of name.
-func (c *authCache) invalidate(name string) {
+// invalidate drops every entry of the names.
+func (c *authCache) invalidate(names ...string) {
+	if len(names) == 0 {
+		return
+	}
 	c.mu.Lock()
-	delete(c.byID, name)
+	for _, n := range names {
+		delete(c.byID, n)
+	}
+	c.epoch++
+	c.mu.Unlock()
+}
+
+// clear drops every entry.
+func (c *authCache) clear() {
+	c.mu.Lock()
+	c.byID = make(map[string]map[string]authEntry)
 	c.epoch++
 	c.mu.Unlock()
 }
 
 // prune drops expired entries so memory follows the live fleet.
 func (c *authCache) prune(now time.Time) {
+	ttl := c.trustFor(now)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for name, m := range c.byID {
 		for serial, e := range m {
-			if now.Sub(e.fetched) >= c.ttl {
+			if now.Sub(e.fetched) >= ttl {
 				delete(m, serial)
 			}
 		}

@@ -108,7 +108,7 @@ type Config struct {
 	// assignments are served and every status report is NOT_FOUND.
 	Assignments AssignmentSource
 	Status      StatusSink
-	Changes     Changes // nil: cache entries live for CacheTTL
+	Changes     Changes // nil: cache entries live for CacheTTL (wire it: see docs/device-api.md)
 
 	Log      *slog.Logger
 	Registry prometheus.Registerer // nil: metrics are not registered
@@ -123,7 +123,8 @@ type Config struct {
 	// FlushInterval is how often last_seen reaches the store (5 s).
 	FlushInterval time.Duration
 	// CacheTTL bounds how long a cached certificate verdict is trusted
-	// without hearing of a change (default DefaultCacheTTL).
+	// when no healthy change poll vouches for it (default DefaultCacheTTL).
+	// With a healthy change poll entries live up to 30 minutes.
 	CacheTTL time.Duration
 	// PollInterval is how often pending log requests and device changes
 	// are polled (default 2 s).
@@ -209,7 +210,7 @@ func New(cfg Config) (*Server, error) {
 		now:         cfg.Now,
 		poll:        cfg.PollInterval,
 		presence:    tracker,
-		cache:       newAuthCache(cfg.Devices, cfg.CacheTTL),
+		cache:       newAuthCache(cfg.Devices, cfg.CacheTTL, feedGraceFactor*cfg.PollInterval),
 		pending:     newPendingLogs(),
 		writes:      newWriteLimiter(writeBurst, writeRate),
 		interval:    newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget, WidenCap(cfg.HeartbeatInterval, cfg.FlushInterval)),

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -476,6 +477,7 @@ func TestChangePollInvalidates(t *testing.T) {
 type fakeChanges struct {
 	mu    sync.Mutex
 	names []string
+	fail  bool
 	n     int
 }
 
@@ -483,7 +485,16 @@ func (f *fakeChanges) DevicesChangedSince(context.Context, time.Time) ([]string,
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.n++
+	if f.fail {
+		return nil, errors.New("connection refused")
+	}
 	return f.names, nil
+}
+
+func (f *fakeChanges) setFail(v bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = v
 }
 
 func (f *fakeChanges) report(name string) {
@@ -550,5 +561,45 @@ func TestWriteRPCsAreRateLimitedPerDevice(t *testing.T) {
 	clock.advance(2 * time.Second)
 	if _, err := a.Register(ctx, &devicev1.RegisterRequest{}); err != nil {
 		t.Errorf("Register after the bucket refilled: %v", err)
+	}
+}
+
+// waitPolls waits until the change feed has been asked n more times.
+func waitPolls(ctx context.Context, f *fakeChanges, n int) {
+	want := f.calls() + n
+	for f.calls() < want && ctx.Err() == nil {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestHealthyChangeFeedKeepsEntriesLongAndFailingFeedFallsBackToTTL(t *testing.T) {
+	clock := &fakeClock{t: time.Now()}
+	changes := &fakeChanges{}
+	e := newEnv(t, envOpts{now: clock.now, changes: changes, poll: 5 * time.Millisecond})
+	c := e.dial(e.enroll("dev-a"))
+	ctx := ctxT(t)
+	if _, err := c.Heartbeat(ctx, &devicev1.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	reads, _, _ := e.devices.stats()
+
+	// Well past CacheTTL, but the feed keeps vouching: no store read.
+	clock.advance(10 * time.Minute)
+	waitPolls(ctx, changes, 2)
+	if _, err := c.Heartbeat(ctx, &devicev1.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _, _ := e.devices.stats(); r != reads {
+		t.Errorf("heartbeat with a healthy change feed re-read the store (%d reads, want %d)", r, reads)
+	}
+
+	// The feed breaks; a change it would have reported is only caught by
+	// the short TTL.
+	changes.setFail(true)
+	e.devices.decommission("dev-a")
+	clock.advance(time.Minute)
+	waitPolls(ctx, changes, 2)
+	if _, err := c.Heartbeat(ctx, &devicev1.HeartbeatRequest{}); !isDecommissionSignal(err) {
+		t.Errorf("Heartbeat with a failing change feed past CacheTTL = %v, want the decommission signal", err)
 	}
 }

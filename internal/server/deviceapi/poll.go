@@ -12,6 +12,15 @@ import (
 // log requests by hand; more than this at once wait for the next poll.
 const maxPendingLogs = 5000
 
+// feedGraceFactor: the change poll counts as healthy for this many poll
+// intervals after its last success; after that cache entries fall back to
+// the short CacheTTL.
+const feedGraceFactor = 5
+
+// changeFeedLimit is the most names store.DevicesChangedSince returns; an
+// answer that long may be truncated.
+const changeFeedLimit = 10000
+
 // changeOverlap widens each change poll backwards, so clock skew between
 // replicas and commits that land just after a poll are not missed. Dropping
 // an entry twice costs one store read.
@@ -24,25 +33,28 @@ const changeOverlap = 10 * time.Second
 func (s *Server) pollLoop(ctx context.Context) error {
 	tick := time.NewTicker(s.poll)
 	defer tick.Stop()
-	var since time.Time
+	since := s.now()
 	for {
 		now := s.now()
 		if err := s.pollLogs(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("poll pending log requests", "err", err)
 		}
 		if s.changes != nil {
-			if !since.IsZero() {
-				names, err := s.changes.DevicesChangedSince(ctx, since.Add(-changeOverlap))
-				if err != nil && ctx.Err() == nil {
+			names, err := s.changes.DevicesChangedSince(ctx, since.Add(-changeOverlap))
+			if err != nil {
+				if ctx.Err() == nil {
 					s.log.Warn("poll device changes", "err", err)
-				} else {
-					for _, n := range names {
-						s.cache.invalidate(n)
-					}
-					since = now
 				}
 			} else {
+				if len(names) >= changeFeedLimit {
+					// The store caps the answer; some changes may be
+					// missing, so nothing cached can be vouched for.
+					s.cache.clear()
+				} else {
+					s.cache.invalidate(names...)
+				}
 				since = now
+				s.cache.feedSucceeded(now)
 			}
 		}
 		s.interval.update(s.presence.Online(now, 3*s.interval.current()))
