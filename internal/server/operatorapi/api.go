@@ -18,8 +18,9 @@ import (
 	"github.com/meshanics/meshanics/internal/server/operatorapi/ratelimit"
 )
 
-// Config is everything the API needs. Required: Store, Logger, CAPin, CAPEM,
-// PublicURL. Engineers adding route groups add their dependency here.
+// Config is everything the API needs. Required: Store, Logger, and either
+// Tokens = *enrollment.Service (which builds install commands) or CAPin,
+// CAPEM and PublicURL. Engineers adding route groups add their dependency here.
 type Config struct {
 	Store  Store
 	Logger *slog.Logger
@@ -94,10 +95,9 @@ func New(cfg Config) (*API, error) {
 		return nil, errors.New("operatorapi: store is required")
 	case cfg.Logger == nil:
 		return nil, errors.New("operatorapi: logger is required")
-	case cfg.CAPin == "" || len(cfg.CAPEM) == 0:
-		return nil, errors.New("operatorapi: CA pin and PEM are required")
-	case cfg.PublicURL == "":
-		return nil, errors.New("operatorapi: public URL is required")
+	}
+	if _, ok := cfg.Tokens.(installer); !ok && (cfg.CAPin == "" || len(cfg.CAPEM) == 0 || cfg.PublicURL == "") {
+		return nil, errors.New("operatorapi: CA pin, CA PEM and public URL are required (or a token service that builds install commands)")
 	}
 	a := &API{
 		store:      cfg.Store,

@@ -21,6 +21,13 @@ type TokenService interface {
 	RevokeToken(ctx context.Context, actor, id string) error
 }
 
+// installer is implemented by a TokenService that builds the install
+// command itself (enrollment.Service), so there is one builder per server.
+type installer interface {
+	InstallCommand(secret string) string
+	CAPin() string
+}
+
 // TokenStore is what StoreTokens needs (*store.DB).
 type TokenStore interface {
 	Tx(ctx context.Context, fn func(tx *store.Tx) error) error
@@ -137,14 +144,13 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return fmt.Errorf("create enrollment token: %w", err)
 	}
-	writeJSON(w, http.StatusCreated, tokenCreatedJSON{
-		ID:             tok.ID,
-		Token:          secret,
-		ExpiresAt:      tok.ExpiresAt,
-		Uses:           tok.Uses,
-		CAPin:          a.caPin,
-		InstallCommand: InstallCommand(a.publicURL, a.caPEM, secret, a.caPin),
-	})
+	out := tokenCreatedJSON{ID: tok.ID, Token: secret, ExpiresAt: tok.ExpiresAt, Uses: tok.Uses}
+	if in, ok := a.tokens.(installer); ok {
+		out.CAPin, out.InstallCommand = in.CAPin(), in.InstallCommand(secret)
+	} else {
+		out.CAPin, out.InstallCommand = a.caPin, InstallCommand(a.publicURL, a.caPEM, secret, a.caPin)
+	}
+	writeJSON(w, http.StatusCreated, out)
 	return nil
 }
 
