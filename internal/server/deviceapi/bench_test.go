@@ -28,7 +28,7 @@ import (
 func BenchmarkHeartbeat1000Devices(b *testing.B) {
 	const devices = 1000
 	db := storetest.SQLite(b)
-	e := newEnv(b, envOpts{store: db, interval: 30 * time.Second, flush: 5 * time.Second})
+	e := newEnv(b, envOpts{store: db, changes: db, interval: 30 * time.Second, flush: 5 * time.Second})
 	clients := make([]devicev1.DeviceServiceClient, devices)
 	for i := range devices {
 		clients[i] = e.dial(enrollIn(b, db, e.ca, devName(i)))
