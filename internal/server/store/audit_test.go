@@ -26,6 +26,7 @@ func appendEvents(t *testing.T, db *store.DB, n int) {
 }
 
 func TestAuditAppendListExport(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		appendEvents(t, db, 7)
@@ -62,6 +63,7 @@ func TestAuditAppendListExport(t *testing.T) {
 }
 
 func TestAuditVerifyDetectsTampering(t *testing.T) {
+	t.Parallel()
 	tampers := map[string]string{
 		"data":     "UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3",
 		"actor":    "UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 2",
@@ -89,6 +91,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 }
 
 func TestAuditAppendRejectsBadEvents(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		for _, e := range []store.Event{
@@ -113,6 +116,7 @@ func TestAuditAppendRejectsBadEvents(t *testing.T) {
 // Two replicas on one PostgreSQL append concurrently: the chain stays one
 // unbroken sequence.
 func TestAuditAppendAcrossReplicas(t *testing.T) {
+	t.Parallel()
 	dsn := storetest.PostgresDatabase(t)
 	a := storetest.OpenDSN(t, dsn, storetest.Options{})
 	b := storetest.OpenDSN(t, dsn, storetest.Options{})

@@ -15,6 +15,7 @@ import (
 var forEachEngine = storetest.ForEachEngine
 
 func TestOpenMigratesOnceAndReopens(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
@@ -34,6 +35,7 @@ func TestOpenMigratesOnceAndReopens(t *testing.T) {
 }
 
 func TestOpenRejectsUnknownDSN(t *testing.T) {
+	t.Parallel()
 	_, err := store.Open(context.Background(), store.Options{DSN: "mysql://x"})
 	if err == nil {
 		t.Fatal("Open(mysql://) succeeded, want error")
@@ -41,6 +43,7 @@ func TestOpenRejectsUnknownDSN(t *testing.T) {
 }
 
 func TestConcurrentReplicasMigrateOnce(t *testing.T) {
+	t.Parallel()
 	dsn := storetest.PostgresDatabase(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -65,6 +68,7 @@ func TestConcurrentReplicasMigrateOnce(t *testing.T) {
 }
 
 func TestTxRollsBackOnError(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		boom := errors.New("boom")
@@ -85,6 +89,7 @@ func TestTxRollsBackOnError(t *testing.T) {
 }
 
 func TestErrorMapping(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		err := db.Tx(ctx, func(tx *store.Tx) error {
@@ -109,6 +114,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestReadRejectsWrites(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		err := db.Read(ctx, func(tx *store.Tx) error {
@@ -124,6 +130,7 @@ func TestReadRejectsWrites(t *testing.T) {
 // Many goroutines each run a read-modify-write transaction on one counter:
 // no deadlock, no lost update.
 func TestConcurrentWriteTransactions(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		const n = 16
@@ -154,6 +161,7 @@ func TestConcurrentWriteTransactions(t *testing.T) {
 }
 
 func TestPlaceholders(t *testing.T) {
+	t.Parallel()
 	for n, want := range map[int]string{0: "", 1: "?", 3: "?, ?, ?"} {
 		if got := store.Placeholders(n); got != want {
 			t.Errorf("Placeholders(%d) = %q, want %q", n, got, want)
@@ -162,6 +170,7 @@ func TestPlaceholders(t *testing.T) {
 }
 
 func TestNewIDUnique(t *testing.T) {
+	t.Parallel()
 	seen := map[string]bool{}
 	for i := 0; i < 1000; i++ {
 		id := store.NewID("x")

@@ -16,6 +16,7 @@ import (
 )
 
 func TestEnrollNewDevice(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		d, out, err := enroll(t, db, "edge-1", "k1", false)
@@ -46,6 +47,7 @@ func TestEnrollNewDevice(t *testing.T) {
 }
 
 func TestEnrollSameNameRules(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		first := mustEnroll(t, db, "edge-1", "k1")
@@ -90,6 +92,7 @@ func TestEnrollSameNameRules(t *testing.T) {
 }
 
 func TestDecommissionThenEnrollNewLife(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		first := mustEnroll(t, db, "edge-1", "k1")
@@ -134,6 +137,7 @@ func TestDecommissionThenEnrollNewLife(t *testing.T) {
 }
 
 func TestDecommissionUnknownDevice(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		err := db.Tx(ctx, func(tx *store.Tx) error { _, err := tx.DecommissionDevice(ctx, "user:a", "ghost"); return err })
@@ -144,6 +148,7 @@ func TestDecommissionUnknownDevice(t *testing.T) {
 }
 
 func TestEnrollDuplicateSerialConflicts(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		d := mustEnroll(t, db, "edge-1", "k1")
@@ -162,6 +167,7 @@ func TestEnrollDuplicateSerialConflicts(t *testing.T) {
 }
 
 func TestRegisterDevice(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		mustEnroll(t, db, "edge-1", "k1")
@@ -197,6 +203,7 @@ func TestRegisterDevice(t *testing.T) {
 }
 
 func TestRenewDeviceCert(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		d := mustEnroll(t, db, "edge-1", "k1")
@@ -227,6 +234,7 @@ func TestRenewDeviceCert(t *testing.T) {
 }
 
 func TestListDevicesPaginationAndFilters(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	storetest.ForEachEngineWith(t, storetest.Options{Now: clock.Now}, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -287,6 +295,7 @@ func TestListDevicesPaginationAndFilters(t *testing.T) {
 }
 
 func TestTouchDevicesOnlyMovesForward(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		mustEnroll(t, db, "edge-1", "k1")
@@ -305,6 +314,7 @@ func TestTouchDevicesOnlyMovesForward(t *testing.T) {
 }
 
 func TestTouchDevicesLargeBatch(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		const n = 1200 // more than one statement's worth
@@ -338,6 +348,7 @@ func TestTouchDevicesLargeBatch(t *testing.T) {
 }
 
 func TestDevicesChangedSince(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	storetest.ForEachEngineWith(t, storetest.Options{Now: clock.Now}, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -356,6 +367,7 @@ func TestDevicesChangedSince(t *testing.T) {
 }
 
 func TestDevicePresence(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	d := store.Device{Status: store.DeviceActive, HeartbeatInterval: 30 * time.Second}
 	if p := d.Presence(now); p != states.Offline {

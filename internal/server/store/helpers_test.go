@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,11 +25,10 @@ func keySHA(seed string) string {
 	return hex.EncodeToString(s[:])
 }
 
-var serialN int
+var serialN atomic.Int64
 
 func newCert(seedKey string) store.IssuedCert {
-	serialN++
-	return store.IssuedCert{Serial: fmt.Sprintf("%x", 0x1000+serialN), KeySHA256: keySHA(seedKey), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
+	return store.IssuedCert{Serial: fmt.Sprintf("%x", 0x1000+serialN.Add(1)), KeySHA256: keySHA(seedKey), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
 }
 
 func enroll(t *testing.T, db *store.DB, name, key string, replace bool) (store.Device, store.EnrollOutcome, error) {

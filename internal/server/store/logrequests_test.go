@@ -23,6 +23,7 @@ func createLogRequest(t *testing.T, db *store.DB, device string) store.LogReques
 }
 
 func TestLogRequestLifecycle(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		mustEnroll(t, db, "edge-1", "k1")
@@ -78,6 +79,7 @@ func TestLogRequestLifecycle(t *testing.T) {
 }
 
 func TestLogRequestsEndWithDecommission(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		mustEnroll(t, db, "edge-1", "k1")

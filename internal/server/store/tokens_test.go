@@ -37,6 +37,7 @@ func spend(db *store.DB, secret string, now time.Time) (store.EnrollmentToken, e
 }
 
 func TestEnrollmentTokenLifecycle(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	storetest.ForEachEngineWith(t, storetest.Options{Now: clock.Now}, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -66,6 +67,7 @@ func TestEnrollmentTokenLifecycle(t *testing.T) {
 }
 
 func TestEnrollmentTokenExpiredAndRevoked(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		now := time.Now()
@@ -99,6 +101,7 @@ func TestEnrollmentTokenExpiredAndRevoked(t *testing.T) {
 
 // Two (or more) concurrent spends of a one-use token: exactly one wins.
 func TestEnrollmentTokenSpendRace(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		now := time.Now()
 		for round := 0; round < 3; round++ {
@@ -137,6 +140,7 @@ func TestEnrollmentTokenSpendRace(t *testing.T) {
 }
 
 func TestListEnrollmentTokens(t *testing.T) {
+	t.Parallel()
 	clock := newClock()
 	storetest.ForEachEngineWith(t, storetest.Options{Now: clock.Now}, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()

@@ -11,6 +11,7 @@ import (
 )
 
 func TestUsers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		if n, err := db.CountUsers(ctx); err != nil || n != 0 {
@@ -56,6 +57,7 @@ func TestUsers(t *testing.T) {
 }
 
 func TestAPIKeys(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		mustTx(t, db, func(tx *store.Tx) error { _, err := tx.CreateUser(ctx, "system", "alice", "admin", ""); return err })
@@ -110,6 +112,7 @@ func TestAPIKeys(t *testing.T) {
 }
 
 func TestSessions(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		now := time.Now()
