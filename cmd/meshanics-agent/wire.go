@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/agent"
 	applyconfig "github.com/meshanics/meshanics/internal/agent/apply/config"
+	"github.com/meshanics/meshanics/internal/agent/apply/container"
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
 	"github.com/meshanics/meshanics/internal/agent/config"
 	"github.com/meshanics/meshanics/internal/agent/probe"
@@ -60,22 +62,29 @@ func newReconciler(cfg *config.Config, log *slog.Logger) func(*agent.Session, *a
 		if err != nil {
 			return nil, &config.Error{Flag: "-tuf-root", Msg: err.Error()}
 		}
+		appliers := map[string]reconcile.Applier{
+			"model": file.Model{Layout: file.Layout{Root: filepath.Join(cfg.DataDir, "artifacts")}},
+			"config": &applyconfig.Placer{Policy: applyconfig.Policy{
+				Dest: cfg.Allow.ConfigDest, Units: cfg.Allow.ReloadUnit, Exec: cfg.Allow.ReloadExec,
+			}},
+		}
+		// Without a runtime the kind stays unregistered and the reconciler
+		// fails container assignments, saying why.
+		if bin, err := container.Select(cfg.ContainerRuntime); err == nil {
+			appliers["container"] = &container.Applier{Bin: bin}
+		} else if errors.Is(err, container.ErrNoRuntime) {
+			log.Info("container artifacts disabled", "reason", err)
+		} else {
+			return nil, &config.Error{Flag: "-container-runtime", Msg: err.Error()}
+		}
 		rec, err := reconcile.New(reconcile.Options{
 			DataDir:  cfg.DataDir,
 			Fetcher:  tuf,
 			Reporter: rep,
-			Appliers: map[string]reconcile.Applier{
-				"model": file.Model{Layout: file.Layout{Root: filepath.Join(cfg.DataDir, "artifacts")}},
-				"config": &applyconfig.Placer{Policy: applyconfig.Policy{
-					Dest: cfg.Allow.ConfigDest, Units: cfg.Allow.ReloadUnit, Exec: cfg.Allow.ReloadExec,
-				}},
-				// "container": wired when internal/agent/apply/container lands
-				// (with cfg.ContainerRuntime); until then the reconciler
-				// fails container assignments as an unsupported kind.
-			},
-			Prober: probe.New(cfg.Allow.ExecProbe),
-			Log:    log,
-			Now:    s.Now,
+			Appliers: appliers,
+			Prober:   probe.New(cfg.Allow.ExecProbe),
+			Log:      log,
+			Now:      s.Now,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("update state: %w", err)
