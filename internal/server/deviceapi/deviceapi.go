@@ -76,8 +76,9 @@ type LogRequests interface {
 }
 
 // Renewer issues a fresh certificate for device name over the same key
-// (pub), replacing the certificate with serial oldSerial as the current one,
-// with its audit event, in one transaction. It returns the PEM certificate.
+// (pub), presented with the certificate oldSerial, and records it with its
+// audit event in one transaction (the enrollment service). It returns the
+// PEM certificate.
 type Renewer interface {
 	RenewDevice(ctx context.Context, name, oldSerial string, pub *ecdsa.PublicKey) ([]byte, error)
 }
@@ -118,7 +119,7 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// HeartbeatBudget is the heartbeats per second this replica aims to
 	// stay under by widening the interval: interval = max(base,
-	// online/budget). 0 disables widening.
+	// online/budget), capped by WidenCap. 0 disables widening.
 	HeartbeatBudget float64
 	// FlushInterval is how often last_seen reaches the store (5 s).
 	FlushInterval time.Duration
