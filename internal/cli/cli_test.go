@@ -56,9 +56,8 @@ func newServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert.Certificate = append(cert.Certificate, auth.Certificate().Raw) // present the CA for -ca-pin
 	srv := httptest.NewUnstartedServer(api.Handler())
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.TLS = auth.WebTLSConfig(cert) // the web listener's TLS, as the server builds it
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")

@@ -8,6 +8,10 @@ import (
 // WebTLSConfig is the server-auth TLS of the web listener (console, REST,
 // enrollment, installer, downloads). No client certificate is asked for.
 func (a *Authority) WebTLSConfig(serving tls.Certificate) *tls.Config {
+	// Present the fleet CA after the leaf: clients that pin it by
+	// fingerprint (meshctl -ca-pin, meshanics-agent enroll -ca-pin without
+	// a CA file) find the pinned root in the chain and verify against it.
+	serving.Certificate = append(serving.Certificate[:len(serving.Certificate):len(serving.Certificate)], a.cert.Raw)
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{serving},
