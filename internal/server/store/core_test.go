@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -16,7 +18,7 @@ var forEachEngine = storetest.ForEachEngine
 
 func TestOpenMigratesOnceAndReopens(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data dir")
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
 		db, err := store.Open(ctx, store.Options{DataDir: dir})
@@ -31,6 +33,9 @@ func TestOpenMigratesOnceAndReopens(t *testing.T) {
 			t.Errorf("Dialect = %v, want sqlite", db.Dialect())
 		}
 		db.Close()
+	}
+	if _, err := os.Stat(filepath.Join(dir, "meshanics.db")); err != nil {
+		t.Errorf("database file: %v", err)
 	}
 }
 

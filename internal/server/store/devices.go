@@ -305,3 +305,40 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// SetHeartbeatInterval records the interval the server now hands to the
+// named devices (none = every active device), so that offline detection
+// (3 × interval) follows a widened interval. Not an audit event and not a
+// record change (UpdatedAt stays).
+func (db *DB) SetHeartbeatInterval(ctx context.Context, interval time.Duration, names ...string) error {
+	if interval <= 0 {
+		return errdefs.Invalid("heartbeat interval must be positive")
+	}
+	msv := interval.Milliseconds()
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if len(names) == 0 {
+			_, err := tx.Exec(ctx, "UPDATE devices SET heartbeat_interval_ms = ? WHERE status = 'active' AND heartbeat_interval_ms <> ?", msv, msv)
+			return err
+		}
+		for start := 0; start < len(names); start += touchBatch {
+			chunk := names[start:min(start+touchBatch, len(names))]
+			args := append([]any{msv}, anySlice(chunk)...)
+			if _, err := tx.Exec(ctx, "UPDATE devices SET heartbeat_interval_ms = ? WHERE name IN ("+Placeholders(len(chunk))+")", args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set heartbeat interval: %w", err)
+	}
+	return nil
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

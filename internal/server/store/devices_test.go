@@ -382,3 +382,30 @@ func TestDevicePresence(t *testing.T) {
 		t.Errorf("seen 91s ago: Presence = %s, want offline", p)
 	}
 }
+
+func TestSetHeartbeatInterval(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		mustEnroll(t, db, "a", "ka")
+		mustEnroll(t, db, "b", "kb")
+		if err := db.SetHeartbeatInterval(ctx, 2*time.Minute, "a"); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := db.DeviceByName(ctx, "a")
+		b, _ := db.DeviceByName(ctx, "b")
+		if a.HeartbeatInterval != 2*time.Minute || b.HeartbeatInterval != 30*time.Second {
+			t.Errorf("after SetHeartbeatInterval(a) = %v, %v", a.HeartbeatInterval, b.HeartbeatInterval)
+		}
+		if err := db.SetHeartbeatInterval(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		b, _ = db.DeviceByName(ctx, "b")
+		if b.HeartbeatInterval != time.Minute {
+			t.Errorf("after SetHeartbeatInterval(all): b = %v", b.HeartbeatInterval)
+		}
+		if err := db.SetHeartbeatInterval(ctx, 0); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("SetHeartbeatInterval(0) = %v, want ErrInvalid", err)
+		}
+	})
+}

@@ -3,12 +3,37 @@
 // the core domains (devices, enrollment tokens, users, API keys, sessions,
 // log requests, audit log). Domain engineers add store/<domain>.go files that
 // use the same helpers; everything else in internal/server imports this
-// package through small consumer-side interfaces.
+// package through small consumer-side interfaces. Tests anywhere run against
+// both engines with package storetest.
 //
 // Two engines, one SQL text: SQLite (modernc.org/sqlite, embedded default)
 // and PostgreSQL (pgx stdlib, for several replicas). Queries are written once
 // with '?' placeholders; Tx rebinds them to $n on PostgreSQL. Times are
-// BIGINT unix milliseconds, ids are TEXT generated in Go, JSON is TEXT.
+// BIGINT unix milliseconds, ids are TEXT generated in Go (NewID), JSON is
+// TEXT, secrets are stored only as HashSecret hashes.
+//
+// Conventions for methods:
+//   - Changes are methods on *Tx and append their own audit event (SPEC §10)
+//     in the same transaction; the caller passes the actor ("user:<name>",
+//     "apikey:<id>", "device:<name>", "system"). Compose several changes with
+//     db.Tx(ctx, func(tx *store.Tx) error { … }).
+//   - Reads are methods on *DB (one statement on the read pool, or a
+//     read-only snapshot when a list and its total must agree). Inside a
+//     write transaction use the *Tx variant (tx.Device locks the row).
+//   - A few hot or self-contained writes are *DB methods with their own
+//     transaction: TouchDevices, RegisterDevice, CompleteLogRequest,
+//     FailLogRequest, TouchAPIKey, SetHeartbeatInterval,
+//     DeleteExpiredSessions.
+//   - Errors carry errdefs kinds: ErrNotFound, ErrConflict (unique
+//     violations), ErrInvalid (bad input), ErrUnauthenticated (unusable
+//     token/key/session), ErrDecommissioned, ErrPermission. Messages built
+//     with errdefs.NotFound/Conflict/Invalid are safe to show clients.
+//   - Lists take a Page (limit clamped to 1..200) and return items, total.
+//
+// Domain authors: lock rows you will change with tx.ForUpdate(), take row
+// locks before tx.AppendAudit (it locks the chain head), and never call
+// db.Tx or db.Read from inside a transaction function (SQLite has one write
+// connection; the nested call would wait for itself).
 //
 // A *DB is safe for concurrent use. A *Tx is not: it belongs to the function
 // it was passed to.
