@@ -1,0 +1,405 @@
+// Package e2e runs the real binaries end to end: meshanics-server, meshctl
+// and meshanics-agent are built with `go build`, the server is initialised
+// and started on free local ports, a token is minted with meshctl, agents
+// enroll (directly and through the served install.sh) and run unprivileged
+// in temporary directories, and their presence is read back with meshctl.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshanics/meshanics/internal/testenv"
+)
+
+// binaries builds the three commands once per test binary.
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func bins(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "meshanics-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		for _, c := range []struct {
+			pkg, out string
+			static   bool
+		}{
+			{"./cmd/meshanics-server", "meshanics-server", false},
+			{"./cmd/meshctl", "meshctl", false},
+			// The agent ships static (SPEC §1); /downloads serves it by arch.
+			{"./cmd/meshanics-agent", "meshanics-agent-linux-" + runtime.GOARCH, true},
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, c.out), c.pkg)
+			cmd.Dir = root
+			cmd.Env = os.Environ()
+			if c.static {
+				cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", c.pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out))), nil
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a started long-running binary whose stderr is kept for failure
+// messages.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.log.Len() < 4<<20 {
+		p.log.Write(b)
+	}
+	return len(b), nil
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.log.String()
+	if len(s) > 8000 {
+		s = "…" + s[len(s)-8000:]
+	}
+	return s
+}
+
+func startProc(t *testing.T, name string, env []string, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.logs())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and returns the exit code.
+func (p *proc) stop(t *testing.T) int {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s did not stop after SIGTERM", p.name)
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+type cluster struct {
+	bin     string
+	dataDir string
+	webURL  string
+	key     string
+	caFile  string
+	server  *proc
+}
+
+func (c *cluster) meshctl(t *testing.T, args ...string) []byte {
+	t.Helper()
+	full := append([]string{"-server", c.webURL, "-ca", c.caFile, "-api-key", c.key}, args...)
+	cmd := exec.Command(filepath.Join(c.bin, "meshctl"), full...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("meshctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	bin := bins(t)
+	c := &cluster{bin: bin, dataDir: t.TempDir()}
+	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
+
+	// init prints the admin key as the only line on stdout.
+	cmd := exec.Command(filepath.Join(bin, "meshanics-server"), "init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-dev")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("meshanics-server init: %v\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "msk_") {
+		t.Fatalf("init stdout = %q, want one line msk_…", out)
+	}
+	c.key = lines[0]
+
+	web, dev, repo := freePort(t), freePort(t), freePort(t)
+	c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
+	c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"),
+		"-dev", "-data-dir", c.dataDir, "-public-host", "127.0.0.1",
+		"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
+		"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin)
+	c.waitReady(t)
+	return c
+}
+
+func (c *cluster) waitReady(t *testing.T) {
+	t.Helper()
+	pemBytes, err := os.ReadFile(c.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-c.server.done:
+			t.Fatalf("server exited: %v", c.server.err)
+		default:
+		}
+		resp, err := client.Get(c.webURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("server not ready within 60s")
+}
+
+// readEnv parses agent.env the way systemd's EnvironmentFile= would.
+func readEnv(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("agent.env: %v", err)
+	}
+	defer f.Close()
+	env := []string{"PATH=" + os.Getenv("PATH")}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !strings.Contains(line, "=") {
+			t.Fatalf("agent.env line %q is not KEY=VALUE", line)
+		}
+		env = append(env, line)
+	}
+	return env
+}
+
+// waitStatus polls `meshctl -o json devices list` until name has status.
+func (c *cluster) waitStatus(t *testing.T, name, status string) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		var list struct {
+			Items []struct {
+				Name   string `json:"name"`
+				Status string `json:"status"`
+			} `json:"items"`
+		}
+		out := c.meshctl(t, "-o", "json", "devices", "list")
+		if err := json.Unmarshal(out, &list); err != nil {
+			t.Fatalf("devices list output %q: %v", out, err)
+		}
+		for _, d := range list.Items {
+			if d.Name == name {
+				last = d.Status
+				if d.Status == status {
+					return
+				}
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("device %s never became %s (last status %q)", name, status, last)
+}
+
+func (c *cluster) mintToken(t *testing.T) (token, pin string) {
+	t.Helper()
+	var tok struct {
+		Token string `json:"token"`
+		CAPin string `json:"ca_pin"`
+	}
+	out := c.meshctl(t, "-o", "json", "tokens", "create")
+	if err := json.Unmarshal(out, &tok); err != nil || !strings.HasPrefix(tok.Token, "mst_") || !strings.HasPrefix(tok.CAPin, "sha256:") {
+		t.Fatalf("tokens create = %q (%v)", out, err)
+	}
+	return tok.Token, tok.CAPin
+}
+
+func TestEnrollHeartbeatOnlineOffline(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the agent runs on Linux")
+	}
+	c := startCluster(t)
+	token, pin := c.mintToken(t)
+
+	dev := t.TempDir()
+	cfgDir, dataDir := filepath.Join(dev, "etc"), filepath.Join(dev, "var")
+	enroll := exec.Command(filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH), "enroll",
+		"-url", c.webURL, "-token", token, "-ca-pin", pin, "-name", "e2e-device-1",
+		"-config-dir", cfgDir, "-data-dir", dataDir, "-container-runtime", "none",
+		"-containers-certs-dir", filepath.Join(dev, "containers-certs"), "-docker-certs-dir", filepath.Join(dev, "docker-certs"))
+	if out, err := enroll.CombinedOutput(); err != nil {
+		t.Fatalf("meshanics-agent enroll: %v\n%s", err, out)
+	}
+	for _, f := range []string{"device.key", "device.crt", "ca.pem", "agent.env"} {
+		if _, err := os.Stat(filepath.Join(cfgDir, f)); err != nil {
+			t.Errorf("enroll did not write %s: %v", f, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(cfgDir, "device.key")); err == nil && st.Mode().Perm() != 0o600 {
+		t.Errorf("device.key mode %v, want 0600", st.Mode().Perm())
+	}
+
+	agent := startProc(t, "meshanics-agent", readEnv(t, filepath.Join(cfgDir, "agent.env")),
+		filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH))
+	c.waitStatus(t, "e2e-device-1", "online")
+
+	if code := agent.stop(t); code != 0 {
+		t.Errorf("agent exit code after SIGTERM = %d, want 0", code)
+	}
+	c.waitStatus(t, "e2e-device-1", "offline")
+
+	// Re-enrolling with the same key (the upgrade path) keeps the record:
+	// a second token, same name, succeeds.
+	token2, _ := c.mintToken(t)
+	again := exec.Command(enroll.Path, append(enroll.Args[1:3:3], "-token", token2, "-ca-pin", pin, "-name", "e2e-device-1",
+		"-config-dir", cfgDir, "-data-dir", dataDir, "-container-runtime", "none",
+		"-containers-certs-dir", filepath.Join(dev, "containers-certs"), "-docker-certs-dir", filepath.Join(dev, "docker-certs"))...)
+	if out, err := again.CombinedOutput(); err != nil {
+		t.Fatalf("re-enroll with the same key: %v\n%s", err, out)
+	}
+
+	if code := c.server.stop(t); code != 0 {
+		t.Errorf("server exit code after SIGTERM = %d, want 0", code)
+	}
+}
+
+// TestInstallerEndToEnd fetches /install.sh with the CA given inline (as the
+// install command does), lets it download the agent from /downloads over
+// the pinned TLS and enroll, then runs the installed agent.
+func TestInstallerEndToEnd(t *testing.T) {
+	if runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
+		t.Skip("the installer targets linux/amd64 and linux/arm64")
+	}
+	_, err := exec.LookPath("curl")
+	testenv.Need(t, err == nil, "curl")
+	c := startCluster(t)
+	token, pin := c.mintToken(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fetch := exec.CommandContext(ctx, "curl", "-fsSL", "--cacert", c.caFile, c.webURL+"/install.sh")
+	script, err := fetch.Output()
+	if err != nil {
+		t.Fatalf("fetch install.sh: %v", err)
+	}
+	root := t.TempDir()
+	install := exec.CommandContext(ctx, "sh", "-s", "--", "--url", c.webURL, "--token", token, "--ca-pin", pin,
+		"--name", "e2e-device-2", "--container-runtime", "none",
+		"--bin-dir", filepath.Join(root, "bin"), "--config-dir", filepath.Join(root, "etc"),
+		"--data-dir", filepath.Join(root, "var"), "--unit-dir", filepath.Join(root, "units"), "--no-systemctl")
+	install.Stdin = bytes.NewReader(script)
+	install.Env = append(os.Environ(), "TMPDIR="+root)
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("install.sh: %v\n%s", err, out)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "units", "meshanics-agent.service"))
+	if err != nil || !strings.Contains(string(unit), "ExecStart="+filepath.Join(root, "bin", "meshanics-agent")) {
+		t.Errorf("installed unit = %v\n%s", err, unit)
+	}
+	agent := startProc(t, "installed meshanics-agent", readEnv(t, filepath.Join(root, "etc", "agent.env")),
+		filepath.Join(root, "bin", "meshanics-agent"))
+	c.waitStatus(t, "e2e-device-2", "online")
+	if code := agent.stop(t); code != 0 {
+		t.Errorf("agent exit code after SIGTERM = %d, want 0", code)
+	}
+}
