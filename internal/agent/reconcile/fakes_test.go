@@ -15,6 +15,7 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/apply/config"
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
 	"github.com/meshanics/meshanics/internal/agent/probe"
+	"github.com/meshanics/meshanics/internal/agent/tufclient"
 	"github.com/meshanics/meshanics/internal/artifact"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
@@ -25,9 +26,9 @@ type repo struct {
 	mu      sync.Mutex
 	targets map[string]target
 	fail    error
-	block   bool            // wait for ctx instead of answering
-	midway  func()          // called after half the bytes (crash tests)
-	tamper  map[string]bool // serve different bytes than published
+	block   bool              // wait for ctx instead of answering
+	midway  func()            // called after half the bytes (crash tests)
+	tamper  map[string]string // "bytes": serve other bytes; "tuf": fail verification
 }
 
 type target struct {
@@ -35,7 +36,7 @@ type target struct {
 	custom artifact.Custom
 }
 
-func newRepo() *repo { return &repo{targets: map[string]target{}, tamper: map[string]bool{}} }
+func newRepo() *repo { return &repo{targets: map[string]target{}, tamper: map[string]string{}} }
 
 func (r *repo) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (artifact.Custom, error) {
 	r.mu.Lock()
@@ -53,8 +54,11 @@ func (r *repo) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (ar
 		return artifact.Custom{}, fmt.Errorf("target %s not found", a.GetTargetPath())
 	}
 	data := tg.data
-	if tamper {
+	if tamper == "bytes" {
 		data = append([]byte("evil"), data[4:]...)
+	}
+	if tamper == "tuf" {
+		return artifact.Custom{}, fmt.Errorf("%w: sha256 mismatch", tufclient.ErrVerification)
 	}
 	half := len(data) / 2
 	if _, err := w.Write(data[:half]); err != nil {

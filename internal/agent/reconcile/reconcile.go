@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
@@ -238,6 +239,9 @@ func (r *Reconciler) transient(ctx context.Context, t *statefile.Task, p Phase, 
 	}
 	r.crashpoint("saved:retry")
 	r.log.Info("transient problem; will retry", "assignment", t.AssignmentID, "phase", p, "attempt", t.Attempts, "in", wait, "detail", detail)
+	if strings.HasPrefix(detail, verificationPrefix) {
+		p = Verifying
+	}
 	r.report(ctx, t, p, fmt.Sprintf("%s; retry %d in %s", detail, t.Attempts, wait.Round(time.Second)))
 	return nil
 }

@@ -98,10 +98,16 @@ func TestTamperedBytesStayNonTerminal(t *testing.T) {
 	e := newEnv(t)
 	r := e.start(t)
 	a := apply("a1", e.repo.model("det", "1", "weights"), nil)
-	e.repo.tamper[a.Artifact.TargetPath] = true
+	e.repo.tamper[a.Artifact.TargetPath] = "bytes"
 	r.Reconcile(ctx, []*devicev1.Assignment{a})
 	if got := e.rep.last("a1"); got != "verifying" {
 		t.Errorf("tampered download reported %q, want verifying (non-terminal)", got)
+	}
+	e.repo.tamper[a.Artifact.TargetPath] = "tuf"
+	e.clock.Add(time.Hour)
+	r.Reconcile(ctx, []*devicev1.Assignment{a})
+	if got := e.rep.got[len(e.rep.got)-1]; !strings.HasPrefix(got, "a1 verifying verification: update verification failed") {
+		t.Errorf("TUF verification failure reported %q, want verifying with the reason", got)
 	}
 	if got := e.current("det"); got != "<none>" {
 		t.Errorf("tampered bytes were activated: current = %q", got)

@@ -14,9 +14,14 @@ import (
 
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
 	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/agent/tufclient"
 	"github.com/meshanics/meshanics/internal/errdefs"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
+
+// verificationPrefix marks a transient problem found by verification (TUF
+// or the cross-check), reported as verifying rather than downloading.
+const verificationPrefix = "verification: "
 
 func fileName(targetPath string) string { return path.Base(targetPath) }
 
@@ -58,6 +63,9 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 	a := &devicev1.Artifact{Kind: t.Artifact.Kind, Name: t.Artifact.Name, Version: t.Artifact.Version,
 		TargetPath: t.Artifact.TargetPath, Sha256: t.Artifact.SHA256, Length: t.Artifact.Length}
 	custom, err := r.opts.Fetcher.Fetch(ctx, a, io.MultiWriter(f, h, n))
+	if errors.Is(err, tufclient.ErrVerification) {
+		return EvTransient, verificationPrefix + err.Error()
+	}
 	if err != nil {
 		return EvTransient, fmt.Sprintf("download: %v", err)
 	}
@@ -92,7 +100,7 @@ func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, stri
 		return EvRejected, err.Error()
 	}
 	if t.StagedSHA256 != t.Artifact.SHA256 || t.StagedLength != t.Artifact.Length {
-		return EvTransient, fmt.Sprintf("verification: staged %d bytes sha256 %s, assignment says %d bytes sha256 %s",
+		return EvTransient, fmt.Sprintf(verificationPrefix+"staged %d bytes sha256 %s, assignment says %d bytes sha256 %s",
 			t.StagedLength, short(t.StagedSHA256), t.Artifact.Length, short(t.Artifact.SHA256))
 	}
 	if err := os.Rename(file.PartialFile(staged), staged); err != nil {
