@@ -70,7 +70,7 @@ func TestRotatedOnlineKeysReachDevices(t *testing.T) {
 	}
 	// Publisher key compromise: the server makes a new key, the ceremony
 	// re-delegates to it, the server imports; old signatures no longer count.
-	pub, err := e.repo.RotateOnlineKey(ceremony.RolePublisher)
+	pub, err := e.repo.RotateOnlineKey(e.ctx, ceremony.RolePublisher, store.ActorSystem)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,13 @@ type Config struct {
 	// offline after 3 intervals without a heartbeat (default 30 s).
 	HeartbeatInterval time.Duration
 
+	// Artifacts publishes and lists artifacts (internal/server/artifacts);
+	// nil answers 503 on the artifact routes.
+	Artifacts ArtifactService
+	// Trust is the update repository (internal/server/updaterepo); nil
+	// answers 503 on the trust routes.
+	Trust TrustService
+
 	// SessionTTL is how long a login session lasts (default 12 h).
 	SessionTTL time.Duration
 	// Argon2 is the cost of new password hashes (default DefaultArgon2).
@@ -72,6 +79,9 @@ type API struct {
 	presence   Presence
 	invalidate func(string)
 	hbInterval time.Duration
+
+	artifacts ArtifactService
+	trust     TrustService
 
 	sessionTTL time.Duration
 	argon2     Argon2Params
@@ -110,6 +120,8 @@ func New(cfg Config) (*API, error) {
 		presence:   cfg.Presence,
 		invalidate: cfg.Invalidate,
 		hbInterval: cfg.HeartbeatInterval,
+		artifacts:  cfg.Artifacts,
+		trust:      cfg.Trust,
 		sessionTTL: cfg.SessionTTL,
 		argon2:     DefaultArgon2,
 		loginLimit: cfg.LoginLimiter,

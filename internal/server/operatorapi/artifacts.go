@@ -61,7 +61,7 @@ func (a *API) publishArtifact(w http.ResponseWriter, r *http.Request, p Principa
 		return errorf(http.StatusRequestEntityTooLarge, "artifact file is larger than this server accepts")
 	}
 	if err != nil {
-		return err
+		return trustError(err)
 	}
 	writeJSON(w, http.StatusCreated, res)
 	return nil

@@ -22,4 +22,6 @@ func (a *API) routes(mux *http.ServeMux) {
 	a.registerAudit(mux)
 	a.registerUsers(mux)
 	a.registerAPIKeys(mux)
+	a.registerArtifacts(mux)
+	a.registerTrust(mux)
 }

@@ -3,6 +3,8 @@ package operatorapi
 import (
 	"context"
 	"errors"
+	"io"
+	"mime"
 	"net/http"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -67,16 +69,17 @@ func (a *API) importTrust(w http.ResponseWriter, r *http.Request, p Principal) e
 	if a.trust == nil {
 		return errNoTrust
 	}
-	var req updaterepo.ImportRequest
-	if err := decodeJSON(w, r, updaterepo.MaxImportBytes, &req); err != nil {
-		return err
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, "request body must be application/json")
+		}
 	}
-	// Re-run the untrusted-input checks (sizes, counts) of ParseImport.
-	raw, err := jsonMarshal(req)
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, updaterepo.MaxImportBytes))
 	if err != nil {
 		return err
 	}
-	if req, err = updaterepo.ParseImport(raw); err != nil {
+	req, err := updaterepo.ParseImport(raw)
+	if err != nil {
 		return err
 	}
 	res, err := a.trust.Import(r.Context(), req, p.Actor())

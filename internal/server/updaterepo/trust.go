@@ -146,13 +146,20 @@ func (r *Repository) OnlineKeys(ctx context.Context) (ceremony.OnlineKeys, error
 // suspected compromise). It takes effect once the ceremony names it
 // (rotate-publisher, or rotate-root for snapshot/timestamp) and the result
 // is imported; until then the old key keeps signing.
-func (r *Repository) RotateOnlineKey(role string) (*metadata.Key, error) {
+func (r *Repository) RotateOnlineKey(ctx context.Context, role, actor string) (*metadata.Key, error) {
 	switch role {
 	case ceremony.RoleSnapshot, ceremony.RoleTimestamp, ceremony.RolePublisher:
 	default:
 		return nil, errdefs.Invalid("role must be snapshot, timestamp or publisher")
 	}
 	k, err := ceremony.NewKey(role)
+	if err != nil {
+		return nil, err
+	}
+	err = r.db.Tx(ctx, func(tx *store.Tx) error {
+		_, err := tx.AppendAudit(ctx, store.Event{Actor: actor, Type: "trust.online_key_generated", Subject: role, Data: map[string]string{"keyid": k.ID}})
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
