@@ -323,11 +323,13 @@ func TestEnrollHeartbeatOnlineOffline(t *testing.T) {
 
 	dev := t.TempDir()
 	cfgDir, dataDir := filepath.Join(dev, "etc"), filepath.Join(dev, "var")
-	enroll := exec.Command(filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH), "enroll",
-		"-url", c.webURL, "-token", token, "-ca-pin", pin, "-name", "e2e-device-1",
-		"-config-dir", cfgDir, "-data-dir", dataDir, "-container-runtime", "none",
-		"-containers-certs-dir", filepath.Join(dev, "containers-certs"), "-docker-certs-dir", filepath.Join(dev, "docker-certs"))
-	if out, err := enroll.CombinedOutput(); err != nil {
+	enroll := func(token string) *exec.Cmd {
+		return exec.Command(filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH), "enroll",
+			"-url", c.webURL, "-token", token, "-ca-pin", pin, "-name", "e2e-device-1",
+			"-config-dir", cfgDir, "-data-dir", dataDir, "-container-runtime", "none",
+			"-containers-certs-dir", filepath.Join(dev, "containers-certs"), "-docker-certs-dir", filepath.Join(dev, "docker-certs"))
+	}
+	if out, err := enroll(token).CombinedOutput(); err != nil {
 		t.Fatalf("meshanics-agent enroll: %v\n%s", err, out)
 	}
 	for _, f := range []string{"device.key", "device.crt", "ca.pem", "agent.env"} {
@@ -351,11 +353,22 @@ func TestEnrollHeartbeatOnlineOffline(t *testing.T) {
 	// Re-enrolling with the same key (the upgrade path) keeps the record:
 	// a second token, same name, succeeds.
 	token2, _ := c.mintToken(t)
-	again := exec.Command(enroll.Path, append(enroll.Args[1:3:3], "-token", token2, "-ca-pin", pin, "-name", "e2e-device-1",
-		"-config-dir", cfgDir, "-data-dir", dataDir, "-container-runtime", "none",
-		"-containers-certs-dir", filepath.Join(dev, "containers-certs"), "-docker-certs-dir", filepath.Join(dev, "docker-certs"))...)
-	if out, err := again.CombinedOutput(); err != nil {
+	keyBefore, _ := os.ReadFile(filepath.Join(cfgDir, "device.key"))
+	if out, err := enroll(token2).CombinedOutput(); err != nil {
 		t.Fatalf("re-enroll with the same key: %v\n%s", err, out)
+	}
+	if keyAfter, _ := os.ReadFile(filepath.Join(cfgDir, "device.key")); !bytes.Equal(keyBefore, keyAfter) {
+		t.Error("re-enrollment replaced the device key")
+	}
+	// A different key under the same name is refused (409 → enroll fails).
+	token3, _ := c.mintToken(t)
+	other := t.TempDir()
+	steal := exec.Command(filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH), "enroll",
+		"-url", c.webURL, "-token", token3, "-ca-pin", pin, "-name", "e2e-device-1",
+		"-config-dir", filepath.Join(other, "etc"), "-data-dir", filepath.Join(other, "var"), "-container-runtime", "none",
+		"-containers-certs-dir", filepath.Join(other, "cc"), "-docker-certs-dir", filepath.Join(other, "dc"))
+	if out, err := steal.CombinedOutput(); err == nil {
+		t.Errorf("enrolling a second key under a taken name succeeded:\n%s", out)
 	}
 
 	if code := c.server.stop(t); code != 0 {
