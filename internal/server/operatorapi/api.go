@@ -95,6 +95,9 @@ type API struct {
 	touchMu sync.Mutex
 	touched map[string]time.Time // API key id → last recorded use
 
+	sweepMu   sync.Mutex
+	lastSweep time.Time // last removal of expired sessions
+
 	handler http.Handler
 }
 

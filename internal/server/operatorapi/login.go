@@ -1,11 +1,13 @@
 package operatorapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/store"
@@ -74,6 +76,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
+	a.sweepSessions(ctx, now)
 	http.SetCookie(w, &http.Cookie{
 		Name:     SessionCookie,
 		Value:    secret,
@@ -118,4 +121,27 @@ func newSessionSecret() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:]) // never fails (Go ≥ 1.24)
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// sweepInterval is how often a login also removes expired sessions.
+const sweepInterval = time.Hour
+
+// sweepSessions removes expired sessions at most once per sweepInterval
+// per replica. Logins are the only way sessions are created, so sweeping
+// on login bounds the table without a background loop.
+func (a *API) sweepSessions(ctx context.Context, now time.Time) {
+	a.sweepMu.Lock()
+	due := now.Sub(a.lastSweep) >= sweepInterval
+	if due {
+		a.lastSweep = now
+	}
+	a.sweepMu.Unlock()
+	if !due {
+		return
+	}
+	if n, err := a.store.DeleteExpiredSessions(ctx, now); err != nil {
+		a.log.Warn("remove expired sessions", "err", err)
+	} else if n > 0 {
+		a.log.Info("removed expired sessions", "count", n)
+	}
 }

@@ -17,6 +17,7 @@ type Store interface {
 	TouchAPIKey(ctx context.Context, id string, t time.Time) error
 	SessionByHash(ctx context.Context, hash string, now time.Time) (store.Session, store.User, error)
 	User(ctx context.Context, name string) (store.User, error)
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int64, error)
 
 	ListUsers(ctx context.Context, p store.Page) ([]store.User, int, error)
 	ListAPIKeys(ctx context.Context, owner string, p store.Page) ([]store.APIKey, int, error)
