@@ -15,7 +15,7 @@ import (
 
 // tree makes <tmp>/etc/app (allowed), <tmp>/etc/app-evil, <tmp>/outside
 // and <tmp>/etc/app/link -> <tmp>/outside.
-func tree(t *testing.T) (root, app string) {
+func tree(t testing.TB) (root, app string) {
 	t.Helper()
 	root = t.TempDir()
 	app = filepath.Join(root, "etc", "app")
