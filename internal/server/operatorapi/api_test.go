@@ -27,8 +27,8 @@ func TestUnauthenticated(t *testing.T) {
 			if r.status != http.StatusUnauthorized {
 				t.Errorf("%s: GET /api/v1/devices = %d %s, want 401", tc.name, r.status, r.body)
 			}
-			if r.errorMessage() == "" {
-				t.Errorf("%s: body %s has no error message", tc.name, r.body)
+			if r.errorMessage() == "" || r.header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s: body %s, WWW-Authenticate %q; want an error message and a challenge", tc.name, r.body, r.header.Get("WWW-Authenticate"))
 			}
 		}
 	})

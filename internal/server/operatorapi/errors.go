@@ -75,6 +75,9 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 	} else {
 		log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meshanics"`)
+	}
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
