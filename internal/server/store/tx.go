@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -218,4 +220,25 @@ func affected(res sql.Result) (int64, error) {
 		return 0, fmt.Errorf("rows affected: %w", err)
 	}
 	return n, nil
+}
+
+// Lock takes a named lock held until this transaction ends, serialising
+// every transaction that takes the same name across all replicas (a
+// PostgreSQL transaction-level advisory lock keyed by a hash of name). On
+// SQLite it is a no-op: the IMMEDIATE write transaction already excludes
+// every other writer. Use it for "read, decide, write" sequences that have
+// no single row to lock (e.g. signing the next TUF metadata version).
+func (tx *Tx) Lock(ctx context.Context, name string) error {
+	if tx.readOnly {
+		return errors.New("store: lock in a read-only transaction")
+	}
+	if tx.db.dialect != Postgres {
+		return nil
+	}
+	sum := sha256.Sum256([]byte("meshanics-lock:" + name))
+	key := int64(binary.BigEndian.Uint64(sum[:8]))
+	if _, err := tx.q.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", key); err != nil {
+		return fmt.Errorf("lock %s: %w", name, mapErr(err))
+	}
+	return nil
 }
