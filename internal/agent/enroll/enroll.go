@@ -242,6 +242,14 @@ func post(ctx context.Context, c *config.Enroll, d Deps, known *x509.Certificate
 		}
 		return nil, &enrollError{status: resp.StatusCode, msg: e.Error}
 	}
+	return ParseResponse(b)
+}
+
+// ParseResponse decodes a 201 body; checkResponse then validates it.
+func ParseResponse(b []byte) (*Response, error) {
+	if len(b) > maxResponse {
+		return nil, fmt.Errorf("enroll: response larger than %d bytes", maxResponse)
+	}
 	var r Response
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("enroll: malformed response: %w", err)
