@@ -48,18 +48,22 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	u, err := a.store.User(ctx, req.Username)
-	hash := u.PasswordHash
-	switch {
-	case errors.Is(err, errdefs.ErrNotFound):
-		hash = a.dummyHash // same work as a real check, so timing does not tell
-	case err != nil:
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		return fmt.Errorf("look up user: %w", err)
+	}
+	// An unknown user, or one without a password (login disabled, e.g. the
+	// first admin, who has only an API key), costs the same work as a real
+	// check, so timing does not tell them apart.
+	usable := err == nil && u.PasswordHash != ""
+	hash := a.dummyHash
+	if usable {
+		hash = u.PasswordHash
 	}
 	var ok bool
 	if err := a.withHashSlot(ctx, func() { ok = VerifyPassword(req.Password, hash) }); err != nil {
 		return err
 	}
-	if u.Name == "" {
+	if !usable {
 		return errBadLogin
 	}
 	if !ok {

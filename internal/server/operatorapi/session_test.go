@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/meshanics/meshanics/internal/server/store"
 )
 
 func TestLoginSessionCookie(t *testing.T) {
@@ -75,6 +77,19 @@ func TestLoginRefusals(t *testing.T) {
 			}
 		}
 		e.want(e.req("POST", "/login", "", `{"username":"vera","password":"correct horse battery","admin":true}`), 400, "unknown field")
+		// A user without a password (the first admin: API key only) cannot log in.
+		if err := e.db.Tx(t.Context(), func(tx *store.Tx) error {
+			_, err := tx.CreateUser(t.Context(), store.ActorSystem, "root", "admin", "")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		head = e.auditHead()
+		for _, pw := range []string{"x", "correct horse battery"} {
+			if r := e.req("POST", "/login", "", map[string]string{"username": "root", "password": pw}); r.status != 401 {
+				t.Errorf("login as password-less root = %d, want 401", r.status)
+			}
+		}
 		if got := e.auditHead(); got != head {
 			t.Errorf("audit head moved %d → %d on refused logins", head, got)
 		}
