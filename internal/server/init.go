@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/meshanics/meshanics/internal/server/artifacts"
 	"github.com/meshanics/meshanics/internal/server/ca"
 	"github.com/meshanics/meshanics/internal/server/operatorapi"
 	"github.com/meshanics/meshanics/internal/server/store"
+	"github.com/meshanics/meshanics/internal/server/updaterepo"
 )
 
 // ErrInitialized is returned by Initialize for a data dir (or database)
@@ -46,7 +48,17 @@ func Initialize(ctx context.Context, cfg Config, log *slog.Logger) (string, erro
 		return "", err
 	}
 	defer db.Close()
-	return initialize(ctx, cfg, db, log)
+	key, err := initialize(ctx, cfg, db, log)
+	if err != nil || !cfg.Dev {
+		return key, err
+	}
+	// -dev: run the development TUF ceremony now, so the trust anchor exists
+	// before the first device enrolls. The admin exists already, so a
+	// failure here only warns: `meshanics-server -dev` runs it again.
+	if err := initDevTrust(ctx, cfg, db, log); err != nil {
+		log.Error("development TUF ceremony failed; it runs again when the server starts with -dev", "err", err)
+	}
+	return key, nil
 }
 
 // initialize does the work of Initialize on an open store.
@@ -98,4 +110,16 @@ func initialize(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger)
 	}
 	log.Info("initialised", "data_dir", cfg.DataDir, "fleet", auth.Fleet(), "ca_pin", auth.Fingerprint(), "admin_user", adminUser)
 	return key, nil
+}
+
+func initDevTrust(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) error {
+	blobs, err := artifacts.NewBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
+	repo, err := updaterepo.New(updaterepo.Config{DataDir: cfg.DataDir, DB: db, Blobs: blobs, Now: cfg.now(), Log: log})
+	if err != nil {
+		return err
+	}
+	return repo.InitDev(ctx)
 }

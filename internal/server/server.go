@@ -139,6 +139,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		}
 	}
 
+	// Artifact publishing (signs into the repository before returning).
+	arts, err := artifacts.New(artifacts.Config{DB: s.db, Blobs: blobs, Signer: s.repo, Log: log})
+	if err != nil {
+		return nil, err
+	}
+
 	// Enrollment.
 	s.enroll, err = enrollment.New(enrollment.Config{
 		Store: s.db, CA: s.ca, Trust: s.repo, NotInitialized: updaterepo.ErrNotInitialized,
@@ -167,6 +173,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		Store: s.db, Logger: log, Now: s.now, Tokens: s.enroll,
 		CAPin: s.ca.Fingerprint(), CAPEM: s.ca.CertPEM(), PublicURL: publicURL,
 		Invalidate: s.devices.Invalidate, HeartbeatInterval: cfg.HeartbeatInterval,
+		Artifacts: arts, Trust: s.repo,
 	})
 	if err != nil {
 		return nil, err
