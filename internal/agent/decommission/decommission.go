@@ -66,7 +66,7 @@ func runStep(ctx context.Context, s Step, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- remove(s) }()
+	go func() { done <- removeStep(s) }()
 	select {
 	case err := <-done:
 		return err
@@ -74,6 +74,9 @@ func runStep(ctx context.Context, s Step, timeout time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// removeStep is remove; tests replace it to simulate a hung filesystem.
+var removeStep = remove
 
 func remove(s Step) error {
 	fi, err := os.Lstat(s.Path)

@@ -5,7 +5,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 func TestWipeRemovesFilesAndDirsAndReportsFailures(t *testing.T) {
@@ -39,4 +42,38 @@ func TestWipeRemovesFilesAndDirsAndReportsFailures(t *testing.T) {
 	if len(res.Removed) != 2 {
 		t.Errorf("Wipe().Removed = %v, want key and trust dir", res.Removed)
 	}
+}
+
+func TestWipeDoesNotWaitForAHungStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		hung := filepath.Join(dir, "on-a-dead-nfs")
+		after := filepath.Join(dir, "device.crt")
+		os.WriteFile(after, []byte("x"), 0o644)
+		release := make(chan struct{})
+		removeStep = func(s Step) error {
+			if s.Path == hung {
+				<-release
+				return nil
+			}
+			return remove(s)
+		}
+		defer func() { removeStep = remove }()
+
+		start := time.Now()
+		res := Wipe(context.Background(), slog.New(slog.DiscardHandler), []Step{
+			{What: "update state", Path: hung},
+			{What: "device certificate", Path: after},
+		}, 2*time.Second)
+		if took := time.Since(start); took != 2*time.Second {
+			t.Errorf("Wipe took %v, want exactly the 2s step deadline", took)
+		}
+		if len(res.Failed) != 1 || !strings.Contains(res.Failed[0], "deadline") {
+			t.Errorf("Wipe().Failed = %v, want the hung step", res.Failed)
+		}
+		if _, err := os.Stat(after); err == nil {
+			t.Error("the step after a hung one did not run")
+		}
+		close(release)
+	})
 }
