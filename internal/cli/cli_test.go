@@ -182,6 +182,14 @@ func TestTableOutput(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "curl -fsSL --cacert") || !strings.Contains(r.stdout, "shown only this once") {
 		t.Errorf("tokens create = %d %q", r.code, r.stdout)
 	}
+	var tok struct{ ID string }
+	json.Unmarshal([]byte(s.as(s.admin, "-o", "json", "tokens", "create", "-ttl", "2h").stdout), &tok)
+	if r := s.as(s.admin, "tokens", "revoke", tok.ID); r.code != 0 || !strings.Contains(r.stdout, "revoked token "+tok.ID) {
+		t.Errorf("tokens revoke = %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := s.as(s.admin, "tokens", "list"); r.code != 0 || !strings.Contains(r.stdout, tok.ID) || !strings.Contains(r.stdout, "revoked") || strings.Contains(r.stdout, "mst_") {
+		t.Errorf("tokens list = %d %q", r.code, r.stdout)
+	}
 	r = s.as(s.admin, "devices", "show", "dev1")
 	if r.code != 0 || !strings.Contains(r.stdout, "Status:") || !strings.Contains(r.stdout, "9.9.9") {
 		t.Errorf("devices show = %d %q", r.code, r.stdout)
