@@ -142,7 +142,7 @@ type env struct {
 	opts      Options
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	root := t.TempDir()
 	e := &env{data: filepath.Join(root, "data"), etc: filepath.Join(root, "etc", "app"), repo: newRepo(), rep: &reports{},
