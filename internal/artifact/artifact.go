@@ -120,3 +120,42 @@ func DecodeStrict(data []byte, v any) error {
 	}
 	return nil
 }
+
+// targetCustom is the custom field of a TUF target. TUF signs canonical
+// JSON, which has no floating-point numbers, while descriptors may carry
+// them (model metrics such as 0.61). So the descriptor travels as one JSON
+// string inside the signed metadata; the signature covers it all the same.
+type targetCustom struct {
+	Descriptor string `json:"meshanics_descriptor"`
+}
+
+// EncodeTargetCustom returns the TUF target custom metadata for c.
+func EncodeTargetCustom(c Custom) (json.RawMessage, error) {
+	d, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode descriptor: %w", err)
+	}
+	return json.Marshal(targetCustom{Descriptor: string(d)})
+}
+
+// DecodeTargetCustom parses and validates the custom metadata of a signed
+// target (strict: unknown fields refused, bounded size).
+func DecodeTargetCustom(raw []byte) (Custom, error) {
+	var tc targetCustom
+	if len(raw) > 2*MaxDescriptorBytes {
+		return Custom{}, fmt.Errorf("target custom metadata is larger than %d bytes", 2*MaxDescriptorBytes)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&tc); err != nil || dec.More() {
+		return Custom{}, fmt.Errorf("target custom metadata: want {\"meshanics_descriptor\":\"…\"}")
+	}
+	var c Custom
+	if err := DecodeStrict([]byte(tc.Descriptor), &c); err != nil {
+		return Custom{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Custom{}, err
+	}
+	return c, nil
+}

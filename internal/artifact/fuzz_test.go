@@ -82,3 +82,25 @@ func TestValidateRejects(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeTargetCustom runs signed-but-untrusted target custom metadata
+// through the device's decoder; what it accepts round-trips.
+func FuzzDecodeTargetCustom(f *testing.F) {
+	seed, _ := EncodeTargetCustom(Custom{Kind: KindModel, Name: "det", Version: "1", Manifest: &ModelManifest{Framework: "onnx", Metrics: map[string]float64{"map": 0.61}}})
+	f.Add([]byte(seed))
+	f.Add([]byte(`{"meshanics_descriptor":"{}"}`))
+	f.Add([]byte(`{"meshanics_descriptor":1}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := DecodeTargetCustom(raw)
+		if err != nil {
+			return
+		}
+		enc, err := EncodeTargetCustom(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := DecodeTargetCustom(enc); err != nil {
+			t.Fatalf("re-encoded custom metadata does not decode: %v", err)
+		}
+	})
+}

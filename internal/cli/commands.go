@@ -11,5 +11,8 @@ func groups() []*group {
 		usersGroup(),
 		apiKeysGroup(),
 		whoamiGroup(),
+		artifactsGroup(),
+		trustGroup(),
+		tufGroup(),
 	}
 }

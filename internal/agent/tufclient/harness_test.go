@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"math/big"
 	"net"
@@ -211,7 +210,8 @@ func (e *env) publish(name, version string, data []byte) *devicev1.Artifact {
 		e.t.Fatal(err)
 	}
 	path := artifact.TargetPath(artifact.KindModel, name, version, "model.onnx")
-	custom, _ := json.Marshal(artifact.Custom{Kind: artifact.KindModel, Name: name, Version: version, Manifest: &artifact.ModelManifest{Framework: "onnx"}})
+	custom, _ := artifact.EncodeTargetCustom(artifact.Custom{Kind: artifact.KindModel, Name: name, Version: version,
+		Manifest: &artifact.ModelManifest{Framework: "onnx", Metrics: map[string]float64{"map": 0.61}}})
 	if err := e.repo.AddTarget(e.ctx, updaterepo.Target{Path: path, SHA256: sum, Length: n, Custom: custom}, nil); err != nil {
 		e.t.Fatal(err)
 	}

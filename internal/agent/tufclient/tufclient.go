@@ -157,10 +157,7 @@ func (c *Client) Resolve(ctx context.Context, a *devicev1.Artifact) (Verified, e
 	if tf.Custom == nil {
 		return Verified{}, fmt.Errorf("%w: target %s carries no descriptor", ErrVerification, tf.Path)
 	}
-	if err := artifact.DecodeStrict(*tf.Custom, &v.Custom); err != nil {
-		return Verified{}, fmt.Errorf("%w: target descriptor: %v", ErrVerification, err)
-	}
-	if err := v.Custom.Validate(); err != nil {
+	if v.Custom, err = artifact.DecodeTargetCustom(*tf.Custom); err != nil {
 		return Verified{}, fmt.Errorf("%w: target descriptor: %v", ErrVerification, err)
 	}
 	if v.Custom.Kind != kind || v.Custom.Name != name || v.Custom.Version != version {

@@ -191,7 +191,11 @@ func (s *Service) Publish(ctx context.Context, m Metadata, file io.Reader, actor
 		TargetPath: artifact.TargetPath(m.Kind, m.Name, m.Version, m.fileName()),
 		SHA256:     sum, Length: n, Custom: custom, PublishedBy: actor,
 	}
-	err = s.signer.AddTarget(ctx, updaterepo.Target{Path: rec.TargetPath, SHA256: sum, Length: n, Custom: custom}, func(tx *store.Tx) error {
+	signedCustom, err := artifact.EncodeTargetCustom(m.custom())
+	if err != nil {
+		return Artifact{}, err
+	}
+	err = s.signer.AddTarget(ctx, updaterepo.Target{Path: rec.TargetPath, SHA256: sum, Length: n, Custom: signedCustom}, func(tx *store.Tx) error {
 		if err := tx.InsertArtifact(ctx, rec); err != nil {
 			return err
 		}

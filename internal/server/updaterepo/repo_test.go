@@ -44,7 +44,7 @@ func newRepo(t *testing.T, db *store.DB, dataDir string, now func() time.Time) *
 }
 
 func model(name, version string) Target {
-	c, _ := json.Marshal(artifact.Custom{Kind: "model", Name: name, Version: version, Manifest: &artifact.ModelManifest{Framework: "onnx"}})
+	c, _ := artifact.EncodeTargetCustom(artifact.Custom{Kind: "model", Name: name, Version: version, Manifest: &artifact.ModelManifest{Framework: "onnx", Metrics: map[string]float64{"f1": 0.5}}})
 	return Target{Path: artifact.TargetPath("model", name, version, "m.onnx"), SHA256: strings.Repeat("ab", 32), Length: 3, Custom: c}
 }
 
