@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,8 +38,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return runEnroll(ctx, args[1:], stdout, stderr)
 	}
 	cfg, err := config.Parse(args, getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stdout, "usage: meshanics-agent -server host:port -cert FILE -key FILE -ca FILE [flags]\n       meshanics-agent enroll -url URL -token TOKEN -ca-pin sha256:HEX [flags]\n       meshanics-agent -version")
+	if h := (*config.Help)(nil); errors.As(err, &h) {
+		fmt.Fprintf(stdout, "usage: meshanics-agent -server host:port -cert FILE -key FILE -ca FILE [flags]\n       meshanics-agent enroll -url URL -token TOKEN -ca-pin sha256:HEX [flags]\n       meshanics-agent -version\n\n%s", h.Usage)
 		return agent.ExitOK
 	}
 	if err != nil {
@@ -81,8 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 func runEnroll(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	host, _ := os.Hostname()
 	c, err := config.ParseEnroll(args, host)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stdout, "usage: meshanics-agent enroll -url https://host:8443 -token mst_… -ca-pin sha256:HEX [-name N] [-tag k=v…] [-config-dir DIR] [-data-dir DIR] [-allow-… …]")
+	if h := (*config.Help)(nil); errors.As(err, &h) {
+		fmt.Fprintf(stdout, "usage: meshanics-agent enroll -url https://host:8443 -token mst_… -ca-pin sha256:HEX [flags]\n\n%s", h.Usage)
 		return agent.ExitOK
 	}
 	if err != nil {

@@ -49,3 +49,15 @@ func TestConfigErrorsExit78NamingTheFlag(t *testing.T) {
 		})
 	}
 }
+
+func TestHelpListsFlagsAndExits0(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"enroll", "-h"}} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb, noEnv); code != 0 {
+			t.Errorf("run(%q) = %d, want 0", args, code)
+		}
+		if !strings.Contains(out.String(), "-tag") || !strings.Contains(out.String(), "-allow-config-dest") {
+			t.Errorf("run(%q) printed %q, want the flag list", args, out.String())
+		}
+	}
+}

@@ -113,16 +113,13 @@ func Parse(args []string, getenv func(string) string) (*Config, error) {
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
-		return nil, parseError(err)
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, errf("", "unexpected argument %q", truncate(fs.Arg(0)))
 	}
 	if c.ShowVersion {
 		return c, nil
-	}
-	if err := e.err; err != nil {
-		return nil, err
 	}
 	var err error
 	if c.Tags, err = ParseTags("-tag", tagList.vals); err != nil {
@@ -268,9 +265,20 @@ func ParseTags(flagName string, items []string) (map[string]string, error) {
 	return tags, nil
 }
 
-func parseError(err error) error {
+// Help is returned for -h/-help; it wraps flag.ErrHelp and carries the
+// flag list.
+type Help struct{ Usage string }
+
+func (h *Help) Error() string { return "help requested" }
+func (h *Help) Unwrap() error { return flag.ErrHelp }
+
+func parseError(fs *flag.FlagSet, err error) error {
 	if errors.Is(err, flag.ErrHelp) {
-		return err
+		var b strings.Builder
+		fs.SetOutput(&b)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		return &Help{Usage: b.String()}
 	}
 	msg := err.Error()
 	// The flag package says "flag provided but not defined: -x" or

@@ -41,7 +41,7 @@ func ParseEnroll(args []string, hostname string) (*Enroll, error) {
 	fs.SetOutput(io.Discard)
 	// The enroll command takes flags only: the environment belongs to run
 	// mode, and an installer re-run must not pick up a stale unit env.
-	e := envFlags{fs: fs, getenv: func(string) string { return "" }}
+	e := envFlags{fs: fs, getenv: func(string) string { return "" }, noEnv: true}
 	c := &Enroll{}
 	var pin string
 	var tagList listFlag
@@ -60,7 +60,7 @@ func ParseEnroll(args []string, hostname string) (*Enroll, error) {
 	fs.StringVar(&c.Docker, "docker-certs-dir", DefaultDockerCertsDir, "docker per-registry trust dir base")
 	allow.register(&e)
 	if err := fs.Parse(args); err != nil {
-		return nil, parseError(err)
+		return nil, parseError(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return nil, errf("", "unexpected argument %q", truncate(fs.Arg(0)))

@@ -11,17 +11,21 @@ import (
 type envFlags struct {
 	fs     *flag.FlagSet
 	getenv func(string) string
-	err    error // first env-side problem, reported after parsing
+	noEnv  bool // enroll: flags only, no env vars
 }
 
 func (e *envFlags) str(p *string, name, env, def, usage string) {
-	if v := e.getenv(env); v != "" {
+	if v := e.getenv(env); v != "" && !e.noEnv {
 		def = v
 	}
 	e.fs.StringVar(p, name, def, usage+" (env "+env+")")
 }
 
 func (e *envFlags) list(l *listFlag, name, env, usage string) {
+	if e.noEnv {
+		e.fs.Var(l, name, usage)
+		return
+	}
 	if v := e.getenv(env); v != "" {
 		for _, it := range strings.Split(v, ",") {
 			if it = strings.TrimSpace(it); it != "" {
