@@ -196,6 +196,24 @@ func TestTableOutput(t *testing.T) {
 	}
 }
 
+func TestDevicesListPages(t *testing.T) {
+	s := newServer(t)
+	for _, n := range []string{"d1", "d2", "d3"} {
+		s.enroll(n)
+	}
+	r := s.as(s.admin, "devices", "list", "-limit", "2")
+	if r.code != 0 || !strings.Contains(r.stdout, "d2") || strings.Contains(r.stdout, "d3") || !strings.Contains(r.stdout, "next page: -offset 2") {
+		t.Errorf("devices list -limit 2 = %d %q", r.code, r.stdout)
+	}
+	r = s.as(s.admin, "devices", "list", "-all", "-limit", "2")
+	if r.code != 0 || strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, "d1") || !strings.Contains(r.stdout, "d3") {
+		t.Errorf("devices list -all -limit 2 = %d %q, want header + 3 devices over two pages", r.code, r.stdout)
+	}
+	if r := s.as(s.admin, "-o", "json", "devices", "list", "-all"); r.code != 2 {
+		t.Errorf("-o json devices list -all = %d, want 2", r.code)
+	}
+}
+
 func TestFlagsAfterArguments(t *testing.T) {
 	s := newServer(t)
 	s.enroll("dev1")

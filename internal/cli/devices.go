@@ -49,10 +49,14 @@ func devicesList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	status := fs.String("status", "", "only devices `online`, `offline` or `decommissioned`")
 	tags := tagsFlag{}
 	fs.Var(tags, "tag", "only devices with tag `key=value` (repeatable: all must match)")
+	all := fs.Bool("all", false, "list every page (table output only; -limit sets the page size)")
 	var pf pageFlags
 	pf.add(fs)
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
+	}
+	if *all && (a.jsonOut() || pf.offset > 0) {
+		return usagef("devices list: -all pages through everything in table output; with -o json use -limit and -offset")
 	}
 	switch *status {
 	case "", "online", "offline", "decommissioned":
@@ -70,28 +74,41 @@ func devicesList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	for k, v := range tags {
 		q.Add("tag", k+"="+v)
 	}
-	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("devices"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[device]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
+	if *all && pf.limit == 0 {
+		pf.limit = 200
 	}
 	tw := a.table()
-	fmt.Fprintln(tw, "NAME\tSTATUS\tLAST SEEN\tAGENT\tTAGS")
-	for _, d := range l.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, fmtTimePtr(d.LastSeen), dash(d.AgentVersion), fmtTags(d.Tags))
+	for first := true; ; first = false {
+		pf.query(q)
+		resp, err := c.do(ctx, http.MethodGet, apiPath("devices"), q, nil)
+		if err != nil {
+			return err
+		}
+		if a.jsonOut() {
+			return a.writeRaw(resp.body)
+		}
+		var l list[device]
+		if err := decodeBody(resp, &l); err != nil {
+			return err
+		}
+		if first {
+			fmt.Fprintln(tw, "NAME\tSTATUS\tLAST SEEN\tAGENT\tTAGS")
+		}
+		for _, d := range l.Items {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Status, fmtTimePtr(d.LastSeen), dash(d.AgentVersion), fmtTags(d.Tags))
+		}
+		next := l.Offset + l.Limit
+		if !*all || next >= l.Total || l.Limit <= 0 {
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if !*all {
+				a.listFooter(len(l.Items), l.Total, l.Offset)
+			}
+			return nil
+		}
+		pf.offset = next
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
 }
 
 func fmtTimePtr(t *time.Time) string {
