@@ -54,10 +54,11 @@ type Server struct {
 
 	webLn, deviceLn, repoLn net.Listener
 
-	repo    *updaterepo.Repository
-	enroll  *enrollment.Service
-	devices *deviceapi.Server
-	web     http.Handler
+	repo     *updaterepo.Repository
+	repoAuth *repoAuth
+	enroll   *enrollment.Service
+	devices  *deviceapi.Server
+	web      http.Handler
 }
 
 // New builds every part and binds the three listeners (so their addresses
@@ -168,11 +169,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		return nil, err
 	}
 
-	// Operator API.
+	// Operator API. A decommission reaches this replica's device API and
+	// repository at once.
+	s.repoAuth = newRepoAuth(s.ca, s.db, s.now, log)
+	invalidate := func(device string) {
+		s.devices.Invalidate(device)
+		s.repoAuth.invalidate(device)
+	}
 	api, err := operatorapi.New(operatorapi.Config{
 		Store: s.db, Logger: log, Now: s.now, Tokens: s.enroll,
 		CAPin: s.ca.Fingerprint(), CAPEM: s.ca.CertPEM(), PublicURL: publicURL,
-		Invalidate: s.devices.Invalidate, HeartbeatInterval: cfg.HeartbeatInterval,
+		Invalidate: invalidate, HeartbeatInterval: cfg.HeartbeatInterval,
 		Artifacts: arts, Trust: s.repo,
 	})
 	if err != nil {
@@ -262,9 +269,10 @@ func (s *Server) shutdownTimeout() time.Duration {
 	return 15 * time.Second
 }
 
-// repoHandler serves the update repository on the mTLS repo listener.
+// repoHandler serves the update repository on the mTLS repo listener to
+// devices whose certificate is current.
 func (s *Server) repoHandler() http.Handler {
-	return s.repo.Handler()
+	return s.repoAuth.wrap(s.repo.Handler())
 }
 
 func (s *Server) httpServer(h http.Handler, tc *tls.Config) *http.Server {

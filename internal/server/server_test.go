@@ -293,6 +293,18 @@ func TestFirstStartInitialisesAndServes(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Errorf("repo unknown path = %d, want 404", resp.StatusCode)
 	}
+	// A decommissioned device loses the repository at once.
+	if code, b := r.do(t, "POST", "/api/v1/devices/edge-01/decommission", `{}`, auth); code >= 300 {
+		t.Fatalf("decommission = %d %s", code, b)
+	}
+	resp, err = withCert.Get("https://" + repo.String() + "/nothing-here")
+	if err != nil {
+		t.Fatalf("repo listener after decommission: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("repo after decommission = %d, want 403", resp.StatusCode)
+	}
 
 	// Restart: the same CA, no new admin key.
 	pin := r.srv.CA().Fingerprint()
