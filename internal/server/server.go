@@ -30,6 +30,7 @@ import (
 	"github.com/meshanics/meshanics/internal/server/enrollment"
 	"github.com/meshanics/meshanics/internal/server/operatorapi"
 	"github.com/meshanics/meshanics/internal/server/operatorapi/ratelimit"
+	"github.com/meshanics/meshanics/internal/server/rollout"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/server/updaterepo"
 )
@@ -55,6 +56,7 @@ type Server struct {
 	webLn, deviceLn, repoLn net.Listener
 
 	repo     *updaterepo.Repository
+	rollouts *rollout.Runner
 	repoAuth *repoAuth
 	enroll   *enrollment.Service
 	devices  *deviceapi.Server
@@ -146,6 +148,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		return nil, err
 	}
 
+	// Rollout engine: serves assignments on heartbeats, takes reports.
+	s.rollouts, err = rollout.New(rollout.Config{DB: s.db, Artifacts: s.db, Log: log, Now: s.now})
+	if err != nil {
+		return nil, err
+	}
+
 	// Enrollment.
 	s.enroll, err = enrollment.New(enrollment.Config{
 		Store: s.db, CA: s.ca, Trust: s.repo, NotInitialized: updaterepo.ErrNotInitialized,
@@ -160,6 +168,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 	// Device API.
 	s.devices, err = deviceapi.New(deviceapi.Config{
 		Fleet: s.ca.Fleet(), Identity: s.ca, Devices: s.db, Logs: s.db, Renewer: s.enroll, Changes: s.db,
+		Assignments: s.rollouts, Status: s.rollouts,
 		Log: log, Registry: s.registry, Now: s.now, HeartbeatInterval: cfg.HeartbeatInterval,
 		// last_seen reaches the store within half an interval (at most 5 s),
 		// so presence in the operator API lags by less than one heartbeat.
@@ -253,6 +262,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return s.devices.Serve(gctx, s.deviceLn, s.ca.MutualTLSConfig(s.serving))
 	})
 	g.Go(func() error { return s.repo.Run(gctx) })
+	g.Go(func() error { return s.rollouts.Run(gctx) })
 
 	err := g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
