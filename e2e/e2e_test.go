@@ -376,9 +376,10 @@ func TestEnrollHeartbeatOnlineOffline(t *testing.T) {
 	}
 }
 
-// TestInstallerEndToEnd fetches /install.sh with the CA given inline (as the
-// install command does), lets it download the agent from /downloads over
-// the pinned TLS and enroll, then runs the installed agent.
+// TestInstallerEndToEnd fetches /install.sh over TLS trusting only the
+// fleet CA (as the install command does), lets it download the agent from
+// /downloads over the pinned TLS and enroll, runs the installed agent, and
+// decommissions it: the agent wipes its credentials and exits 77.
 func TestInstallerEndToEnd(t *testing.T) {
 	if runtime.GOOS != "linux" || (runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64") {
 		t.Skip("the installer targets linux/amd64 and linux/arm64")
@@ -412,7 +413,22 @@ func TestInstallerEndToEnd(t *testing.T) {
 	agent := startProc(t, "installed meshanics-agent", readEnv(t, filepath.Join(root, "etc", "agent.env")),
 		filepath.Join(root, "bin", "meshanics-agent"))
 	c.waitStatus(t, "e2e-device-2", "online")
-	if code := agent.stop(t); code != 0 {
-		t.Errorf("agent exit code after SIGTERM = %d, want 0", code)
+
+	// Decommission: the agent gets the signal on its next heartbeat, wipes
+	// its credentials and exits 77 (terminal for systemd).
+	c.meshctl(t, "devices", "decommission", "e2e-device-2")
+	select {
+	case <-agent.done:
+	case <-time.After(90 * time.Second):
+		t.Fatal("agent did not exit after decommission")
 	}
+	if code := agent.cmd.ProcessState.ExitCode(); code != 77 {
+		t.Errorf("agent exit code after decommission = %d, want 77", code)
+	}
+	for _, f := range []string{"device.key", "device.crt"} {
+		if _, err := os.Stat(filepath.Join(root, "etc", f)); !os.IsNotExist(err) {
+			t.Errorf("%s not wiped after decommission: %v", f, err)
+		}
+	}
+	c.waitStatus(t, "e2e-device-2", "decommissioned")
 }
