@@ -233,6 +233,21 @@ func (db *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error
 	}
 	sort.Strings(names) // one lock order across replicas
 	err := db.Tx(ctx, func(tx *Tx) error {
+		if tx.Dialect() == SQLite {
+			// In-process engine: a prepared primary-key update per row is
+			// cheapest.
+			stmt, err := tx.prepare(ctx, "UPDATE devices SET last_seen_at = ? WHERE name = ? AND status = 'active' AND last_seen_at < ?")
+			if err != nil {
+				return err
+			}
+			defer stmt.Close()
+			for _, n := range names {
+				if _, err := stmt.ExecContext(ctx, ms(seen[n]), n, ms(seen[n])); err != nil {
+					return mapErr(err)
+				}
+			}
+			return nil
+		}
 		for start := 0; start < len(names); start += touchBatch {
 			chunk := names[start:min(start+touchBatch, len(names))]
 			q, args := touchQuery(chunk, seen)
@@ -248,8 +263,8 @@ func (db *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error
 	return nil
 }
 
-// touchQuery builds one UPDATE … FROM over a VALUES list (a join on the
-// primary key); both engines accept this form.
+// touchQuery builds one UPDATE … FROM over a VALUES list (PostgreSQL: one
+// round trip and a hash join per chunk).
 func touchQuery(names []string, seen map[string]time.Time) (string, []any) {
 	args := make([]any, 0, 2*len(names))
 	vals := make([]byte, 0, len(names)*32)

@@ -141,8 +141,11 @@ func (db *DB) openSQLite(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	// synchronous=FULL: a commit (an enrollment, a token spend, a
+	// decommission, an audit event) survives power loss. Heartbeats are
+	// batched (TouchDevices), so the fsync per commit is affordable.
 	base := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" +
-		"_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+		"_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 	w, err := sql.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)

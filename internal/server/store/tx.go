@@ -242,3 +242,13 @@ func (tx *Tx) Lock(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// prepare prepares a statement on the transaction (write transactions only).
+func (tx *Tx) prepare(ctx context.Context, query string) (*sql.Stmt, error) {
+	stx, ok := tx.q.(*sql.Tx)
+	if !ok || tx.readOnly {
+		return nil, errors.New("store: prepare outside a write transaction")
+	}
+	stmt, err := stx.PrepareContext(ctx, tx.rebind(query))
+	return stmt, mapErr(err)
+}
