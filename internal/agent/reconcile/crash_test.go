@@ -57,12 +57,7 @@ func crashHelper() int {
 		return 2
 	}
 	as := scenario(e, os.Getenv("KIND"), os.Getenv("VARIANT"))
-	var want []*devicev1.Assignment
-	if os.Getenv("STEP") == "v1" {
-		want = as[:1]
-	} else {
-		want = as[1:]
-	}
+	want := map[string][]*devicev1.Assignment{"v1": as[:1], "v2": as[1:2], "rv": as[2:]}[os.Getenv("STEP")]
 	if err := r.Reconcile(context.Background(), want); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -85,7 +80,8 @@ func scenario(e *env, kind, variant string) []*devicev1.Assignment {
 	if variant == "fail" {
 		p2 = fileProbe(filepath.Join(e.data, "no-such-file"))
 	}
-	return []*devicev1.Assignment{apply("a1", v1, fileProbe(okTarget)), apply("a2", v2, p2)}
+	rv := &devicev1.Assignment{Id: "rv", Action: "revert", Artifact: v2, RevertTo: v1}
+	return []*devicev1.Assignment{apply("a1", v1, fileProbe(okTarget)), apply("a2", v2, p2), rv}
 }
 
 type fileReporter string
@@ -136,20 +132,22 @@ func TestCrashAtEveryBoundaryConverges(t *testing.T) {
 		t.Skip("spawns many processes")
 	}
 	for _, kind := range []string{"model", "config"} {
-		for _, variant := range []string{"ok", "fail"} {
+		for _, variant := range []string{"ok", "fail", "revert"} {
 			t.Run(kind+"/"+variant, func(t *testing.T) {
-				// Discover the boundaries of the v2 step.
+				// Discover the boundaries of the step under test.
 				root := newRoot(t)
-				runHelper(t, root, "v1", kind, variant, "")
+				for _, s := range prelude(variant) {
+					runHelper(t, root, s, kind, variant, "")
+				}
 				os.Remove(filepath.Join(root, "points.log"))
-				runHelper(t, root, "v2", kind, variant, "")
+				runHelper(t, root, stepUnderTest(variant), kind, variant, "")
 				var points []string
 				for _, p := range lines(filepath.Join(root, "points.log")) {
 					if !slices.Contains(points, p) {
 						points = append(points, p)
 					}
 				}
-				if len(points) < 8 {
+				if len(points) < 4 {
 					t.Fatalf("only %d boundaries seen: %v", len(points), points)
 				}
 				for _, p := range points {
@@ -163,22 +161,46 @@ func TestCrashAtEveryBoundaryConverges(t *testing.T) {
 	}
 }
 
+// prelude is what runs, uninterrupted, before the step that gets killed.
+func prelude(variant string) []string {
+	if variant == "revert" {
+		return []string{"v1", "v2"}
+	}
+	return []string{"v1"}
+}
+
+func stepUnderTest(variant string) string {
+	if variant == "revert" {
+		return "rv"
+	}
+	return "v2"
+}
+
 func crashAndConverge(t *testing.T, kind, variant, point string) {
 	root := newRoot(t)
-	runHelper(t, root, "v1", kind, variant, "")
-	st := runHelper(t, root, "v2", kind, variant, point)
+	for _, s := range prelude(variant) {
+		runHelper(t, root, s, kind, variant, "")
+	}
+	step := stepUnderTest(variant)
+	st := runHelper(t, root, step, kind, variant, point)
 	if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("helper was not killed at %s: %v", point, st)
 	}
-	runHelper(t, root, "v2", kind, variant, "") // restart: converge
-	runHelper(t, root, "v2", kind, variant, "") // and again: nothing changes
+	runHelper(t, root, step, kind, variant, "") // restart: converge
+	runHelper(t, root, step, kind, variant, "") // and again: nothing changes
 	final := ""
 	for _, l := range lines(filepath.Join(root, "reports.log")) {
-		if id, rest, _ := strings.Cut(l, " "); id == "a2" {
+		if id, rest, _ := strings.Cut(l, " "); id == map[string]string{"v2": "a2", "rv": "rv"}[step] {
 			final, _, _ = strings.Cut(rest, " ")
 		}
 	}
 	switch {
+	case variant == "revert":
+		if final != "reverted" {
+			t.Fatalf("revert ended %q, want reverted", final)
+		}
+		checkConsistent(t, root, kind, "rolled_back") // version 1 runs again
+		return
 	case variant == "fail" && final != "rolled_back":
 		t.Fatalf("a2 ended %q, want rolled_back", final)
 	case final != "healthy" && final != "rolled_back":
@@ -225,7 +247,7 @@ func checkConsistent(t *testing.T, root, kind, final string) {
 		}
 		return nil
 	})
-	if final == "rolled_back" {
+	if final == "rolled_back" && s.Previous == nil {
 		if _, err := os.Stat(filepath.Join(data, "artifacts", name, "versions", "2")); err == nil {
 			t.Error("rolled-back version 2 still staged")
 		}

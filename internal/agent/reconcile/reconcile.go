@@ -113,7 +113,11 @@ func (r *Reconciler) one(ctx context.Context, a *devicev1.Assignment) error {
 		var err error
 		t, err = newTask(a, r.opts.Now().UnixMilli())
 		if err != nil {
-			return r.finish(ctx, t, Failed, "invalid assignment: "+err.Error(), false)
+			p := Failed
+			if t.Action == ActionRevert {
+				p = RevertFailed
+			}
+			return r.finish(ctx, t, p, "invalid assignment: "+err.Error(), false)
 		}
 		if p, detail, finished := r.shortcut(t); finished {
 			return r.finish(ctx, t, p, detail, false)

@@ -171,6 +171,9 @@ func (r *Reconciler) report(ctx context.Context, t *statefile.Task, p Phase, det
 		return
 	}
 	if p.Terminal() {
+		if len(r.reported) >= 4*statefile.MaxDone {
+			clear(r.reported) // worst case: one more re-report each
+		}
 		r.reported[t.AssignmentID] = true
 	}
 }
