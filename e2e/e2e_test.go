@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshanics/meshanics/internal/server/store/storetest"
 	"github.com/meshanics/meshanics/internal/testenv"
 )
 
@@ -191,14 +192,20 @@ func (c *cluster) meshctl(t *testing.T, args ...string) []byte {
 	return out
 }
 
-func startCluster(t *testing.T) *cluster {
+// startCluster initialises and starts a server; dsn "" = SQLite in the
+// data dir, else PostgreSQL.
+func startCluster(t *testing.T, dsn string) *cluster {
 	t.Helper()
 	bin := bins(t)
 	c := &cluster{bin: bin, dataDir: t.TempDir()}
 	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
+	var dbArgs []string
+	if dsn != "" {
+		dbArgs = []string{"-database", dsn}
+	}
 
 	// init prints the admin key as the only line on stdout.
-	cmd := exec.Command(filepath.Join(bin, "meshanics-server"), "init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-dev")
+	cmd := exec.Command(filepath.Join(bin, "meshanics-server"), append([]string{"init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-dev"}, dbArgs...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -213,10 +220,10 @@ func startCluster(t *testing.T) *cluster {
 
 	web, dev, repo := freePort(t), freePort(t), freePort(t)
 	c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
-	c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"),
+	c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"), append([]string{
 		"-dev", "-data-dir", c.dataDir, "-public-host", "127.0.0.1",
 		"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
-		"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin)
+		"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin}, dbArgs...)...)
 	c.waitReady(t)
 	return c
 }
@@ -318,7 +325,12 @@ func TestEnrollHeartbeatOnlineOffline(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the agent runs on Linux")
 	}
-	c := startCluster(t)
+	t.Run("sqlite", func(t *testing.T) { testEnrollHeartbeat(t, "") })
+	t.Run("postgres", func(t *testing.T) { testEnrollHeartbeat(t, storetest.PostgresDatabase(t)) })
+}
+
+func testEnrollHeartbeat(t *testing.T, dsn string) {
+	c := startCluster(t, dsn)
 	token, pin := c.mintToken(t)
 
 	dev := t.TempDir()
@@ -386,7 +398,7 @@ func TestInstallerEndToEnd(t *testing.T) {
 	}
 	_, err := exec.LookPath("curl")
 	testenv.Need(t, err == nil, "curl")
-	c := startCluster(t)
+	c := startCluster(t, "")
 	token, pin := c.mintToken(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
