@@ -158,7 +158,29 @@ func template(ctx context.Context, admin *sql.DB, base string) (string, error) {
 	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+building+" RENAME TO "+name); err != nil {
 		return "", err
 	}
+	dropStaleTemplates(ctx, conn, name)
 	return name, nil
+}
+
+// dropStaleTemplates removes templates of earlier schema versions (best
+// effort: one still being cloned by an older test binary is skipped).
+func dropStaleTemplates(ctx context.Context, conn *sql.Conn, keep string) {
+	rows, err := conn.QueryContext(ctx, "SELECT datname FROM pg_database WHERE datname LIKE 'meshanics_tmpl_%' AND datname <> $1", keep)
+	if err != nil {
+		return
+	}
+	var stale []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			stale = append(stale, n)
+		}
+	}
+	rows.Close()
+	_, _ = conn.ExecContext(ctx, "SET lock_timeout = '2s'")
+	for _, n := range stale {
+		_, _ = conn.ExecContext(ctx, `DROP DATABASE IF EXISTS "`+n+`"`)
+	}
 }
 
 // OpenDSN opens another store on dsn (e.g. a second replica on the database
