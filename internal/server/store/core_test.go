@@ -239,3 +239,22 @@ func TestLockSerialisesAcrossReplicas(t *testing.T) {
 		check(t, []*store.DB{storetest.OpenDSN(t, dsn, storetest.Options{}), storetest.OpenDSN(t, dsn, storetest.Options{}), storetest.OpenDSN(t, dsn, storetest.Options{})})
 	})
 }
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustTx(t, db, func(tx *store.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, '9999_future.sql', 0)")
+		return err
+	})
+	db.Close()
+	if db, err := store.Open(ctx, store.Options{DataDir: dir}); err == nil {
+		db.Close()
+		t.Fatal("Open of a database from a newer binary succeeded, want error")
+	}
+}

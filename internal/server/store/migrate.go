@@ -121,6 +121,15 @@ func (db *DB) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
+	// A database migrated by a newer binary must not be used by an older
+	// one: it would not know the newer columns' invariants.
+	applied, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if latest := migs[len(migs)-1].version; applied > latest {
+		return fmt.Errorf("database schema version %d is newer than this binary's %d: upgrade meshanics-server", applied, latest)
+	}
 	for _, m := range migs {
 		var applied bool
 		err := db.Tx(ctx, func(tx *Tx) error {
