@@ -165,6 +165,8 @@ func TestInstallerRefusesBadArguments(t *testing.T) {
 		{"--url", e.url, "--token", "mst_abc", "--ca-pin", "sha256:zz"},
 		{"--url", e.url, "--token", "mst_abc", "--ca-pin", e.pin, "--allow-config-dest", "relative"},
 		{"--url", e.url, "--token", "mst_abc", "--ca-pin", e.pin, "--tag", "a b"},
+		{"--url", e.url, "--token", "mst_abc", "--ca-pin", e.pin, "--allow-config-dest", "/etc/*"},
+		{"--url", e.url, "--token", "mst_abc", "--ca-pin", e.pin, "--allow-exec-probe", "/usr/bin/$(id)"},
 		{"--url", e.url, "--token", "mst_abc", "--ca-pin", e.pin, "--bogus"},
 	} {
 		if out, err := e.run(t, args...); err == nil {

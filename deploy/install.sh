@@ -12,6 +12,7 @@
 # device key: re-running the installer is the upgrade) and restarts the
 # service. No step downloads anything over an unpinned connection.
 set -eu
+set -f # no pathname expansion: values are never globs
 umask 077
 
 EMBEDDED_CA_PEM='@@MESHANICS_CA_PEM@@'
@@ -65,7 +66,7 @@ need_arg() { [ $# -ge 2 ] || die "$1 needs a value"; }
 # agent.env and a systemd drop-in).
 plain() {
 	case $2 in
-	'' | *[[:space:]]* | *\"* | *\'* | *\\* | *\$* | *\`*) die "$1: '$2' must be non-empty without whitespace, quotes, '\\', '\$' or '\`'" ;;
+	'' | *[[:space:]]* | *\"* | *\'* | *\\* | *\$* | *\`* | *[*?[]*) die "$1: '$2' must be non-empty without whitespace, quotes, '\\', '\$', '\`' or glob characters" ;;
 	esac
 }
 
