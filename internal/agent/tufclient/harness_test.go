@@ -75,7 +75,7 @@ func (t *tamper) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // env is the real repository (SQLite store, blob store, online keys, dev
 // ceremony) behind a real mutual-TLS listener, and a device client.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	clock    *clock
 	dataDir  string
@@ -90,7 +90,7 @@ type env struct {
 	rootJSON []byte
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
@@ -149,7 +149,7 @@ var (
 
 // mtls returns a server config that requires a client certificate from the
 // test CA and a matching client config; both use now.
-func mtls(t *testing.T, now func() time.Time) (*tls.Config, *tls.Config) {
+func mtls(t testing.TB, now func() time.Time) (*tls.Config, *tls.Config) {
 	t.Helper()
 	pkiOnce.Do(func() { pkiErr = makePKI() })
 	if pkiErr != nil {
@@ -272,7 +272,7 @@ func metaOf(version int64, raw []byte) *metadata.MetaFiles {
 
 func hexSum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
-func signed[T metadata.Roles](t *testing.T, m *metadata.Metadata[T], keys ...*ceremony.PrivateKey) []byte {
+func signed[T metadata.Roles](t testing.TB, m *metadata.Metadata[T], keys ...*ceremony.PrivateKey) []byte {
 	t.Helper()
 	if err := ceremony.Sign(m, keys...); err != nil {
 		t.Fatal(err)
