@@ -62,16 +62,11 @@ type Deps struct {
 	Rand         func() float64   // jitter source in [0,1)
 	Getenv       func(string) string
 	Hardware     func() hardware.Profile // default: hardware.Detect("/")
-	// Reconciler gets the assignments. nil: OTA is not configured and
-	// every assignment is reported failed ("OTA not configured").
-	Reconciler Reconciler
-	// NewReconciler builds the reconciler once the identity is loaded
-	// (the update client needs the device certificate); it wins over
-	// Reconciler. It gets the agent's Reporter.
+	// NewReconciler builds the reconciler once the identity is loaded (the
+	// update client needs the device certificate), reporting through the
+	// agent's Reporter. nil: OTA is not configured and every assignment
+	// is reported failed ("OTA not configured").
 	NewReconciler func(s *Session, rep *Reporter) (Reconciler, error)
-	// Reporter must be the one the Reconciler was built with; nil: the
-	// agent makes its own.
-	Reporter *Reporter
 	// Ring holds recent log lines for log pulls outside systemd.
 	Ring *logring.Ring
 	// Journal reads the agent's own journal; nil: journalctl through
@@ -129,14 +124,8 @@ func New(cfg *config.Config, d Deps) *Agent {
 	if d.Hardware == nil {
 		d.Hardware = func() hardware.Profile { return hardware.Detect("/") }
 	}
-	if d.Reporter == nil {
-		d.Reporter = NewReporter(d.Log, d.Now)
-	}
-	a := &Agent{cfg: cfg, d: d, log: d.Log.With("component", "agent"), rep: d.Reporter}
-	a.rec = d.Reconciler
-	if a.rec == nil {
-		a.rec = &otaUnconfigured{rep: a.rep, log: a.log, reported: map[string]bool{}}
-	}
+	a := &Agent{cfg: cfg, d: d, log: d.Log.With("component", "agent"), rep: newReporter(d.Log, d.Now)}
+	a.rec = &otaUnconfigured{rep: a.rep, log: a.log, reported: map[string]bool{}}
 	a.logs = newLogPuller(a)
 	a.pending.init()
 	return a

@@ -11,9 +11,9 @@ import (
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
-// Reporter sends assignment progress with ReportArtifactStatus. Build it
-// before the reconciler (which takes it) and hand the same one to the agent
-// in Deps; the agent connects it when Run starts. Safe for concurrent use.
+// Reporter sends assignment progress with ReportArtifactStatus over the
+// agent's current connection; the agent hands it to Deps.NewReconciler.
+// Safe for concurrent use.
 type Reporter struct {
 	log *slog.Logger
 	now func() time.Time
@@ -27,17 +27,10 @@ type Reporter struct {
 
 const maxStarted = 1024
 
-// ErrNotConnected is returned by Report before the agent runs.
+// ErrNotConnected is returned by Report before the agent has connected.
 var ErrNotConnected = errors.New("report: agent not connected")
 
-// NewReporter returns an unconnected reporter.
-func NewReporter(log *slog.Logger, now func() time.Time) *Reporter {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if now == nil {
-		now = time.Now
-	}
+func newReporter(log *slog.Logger, now func() time.Time) *Reporter {
 	return &Reporter{log: log.With("component", "report"), now: now, started: map[string]time.Time{}}
 }
 
