@@ -14,5 +14,6 @@ func groups() []*group {
 		artifactsGroup(),
 		trustGroup(),
 		tufGroup(),
+		demoGroup(),
 	}
 }
