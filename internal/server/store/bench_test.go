@@ -70,3 +70,36 @@ func BenchmarkDeviceByName(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEnroll is the store's share of one enrollment: spend a token
+// use, then record the device (two transactions, SPEC §2, §12).
+func BenchmarkEnroll(b *testing.B) {
+	db := storetest.SQLite(b)
+	ctx := context.Background()
+	err := db.Tx(ctx, func(tx *store.Tx) error {
+		_, err := tx.CreateEnrollmentToken(ctx, "system", store.NewEnrollmentToken{Hash: store.HashSecret("mst_b"),
+			ExpiresAt: time.Now().Add(time.Hour), Uses: b.N + 1})
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var tok store.EnrollmentToken
+		if err := db.Tx(ctx, func(tx *store.Tx) error {
+			var err error
+			tok, err = tx.SpendEnrollmentToken(ctx, store.HashSecret("mst_b"), time.Now())
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Tx(ctx, func(tx *store.Tx) error {
+			_, _, err := tx.EnrollDevice(ctx, store.Enrollment{Name: fmt.Sprintf("d-%d", i), Fleet: "f", HeartbeatInterval: time.Minute,
+				TokenID: tok.ID, Cert: store.IssuedCert{Serial: fmt.Sprintf("s%d", i), KeySHA256: keySHA(fmt.Sprint(i)), NotAfter: time.Now()}})
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
