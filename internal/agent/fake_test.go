@@ -222,8 +222,6 @@ func gunzip(t testing.TB, b []byte) string {
 	return string(out)
 }
 
-func slog_New(ring *logring.Ring) *slog.Logger {
+func ringLogger(ring *logring.Ring) *slog.Logger {
 	return slog.New(logring.New(slog.DiscardHandler, ring, slog.LevelInfo))
 }
-
-var parseCerts = identity.ParseCerts

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/meshanics/meshanics/internal/agent/identity"
 	"github.com/meshanics/meshanics/internal/agent/identity/testca"
 	"github.com/meshanics/meshanics/internal/agent/logring"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
@@ -27,11 +28,12 @@ type grpcCP struct {
 	devicev1.UnimplementedDeviceServiceServer
 	ca *testca.CA
 
-	mu             sync.Mutex
-	serials        []string // client cert serial of each Heartbeat
-	renewed        string   // serial issued by RenewCertificate
-	uploads        map[string][]byte
-	decommissioned bool
+	mu              sync.Mutex
+	serials         []string // client cert serial of each Heartbeat
+	renewed         string   // serial issued by RenewCertificate
+	uploads         map[string][]byte
+	decommissioned  bool
+	decommissionErr error
 }
 
 func (s *grpcCP) serial(ctx context.Context) string {
@@ -42,7 +44,7 @@ func (s *grpcCP) serial(ctx context.Context) string {
 
 func (s *grpcCP) check() error {
 	if s.decommissioned {
-		return decommissionErr(nil)
+		return s.decommissionErr
 	}
 	return nil
 }
@@ -75,9 +77,12 @@ func (s *grpcCP) RenewCertificate(ctx context.Context, in *devicev1.RenewCertifi
 	if err != nil {
 		return nil, err
 	}
-	certs, _ := parsePEMCert(cert)
+	serial, err := serialOf(cert)
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
-	s.renewed = certs
+	s.renewed = serial
 	s.mu.Unlock()
 	return &devicev1.RenewCertificateResponse{CertificatePem: string(cert)}, nil
 }
@@ -104,8 +109,8 @@ func (s *grpcCP) UploadLogs(stream grpc.ClientStreamingServer[devicev1.UploadLog
 	return stream.SendAndClose(&devicev1.UploadLogsResponse{ReceivedBytes: int64(buf.Len())})
 }
 
-func parsePEMCert(b []byte) (string, error) {
-	certs, err := parseCerts(b)
+func serialOf(b []byte) (string, error) {
+	certs, err := identity.ParseCerts(b)
 	if err != nil {
 		return "", err
 	}
@@ -147,7 +152,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // and ends Run with ErrDecommissioned.
 func TestOverRealMutualTLS(t *testing.T) {
 	ca := testca.New(t)
-	cp := &grpcCP{ca: ca, uploads: map[string][]byte{}}
+	cp := &grpcCP{ca: ca, uploads: map[string][]byte{}, decommissionErr: decommissionErr(t)}
 	addr := serveMTLS(t, ca, cp)
 	// Two hours into a three-hour life: renewal is due at once.
 	dev := newDevice(t, ca, time.Now().Add(-2*time.Hour), 3*time.Hour)
@@ -155,7 +160,7 @@ func TestOverRealMutualTLS(t *testing.T) {
 	ring := logring.NewRing(100)
 	d := testDeps(nil, nil, ring)
 	d.Dial = nil // the real control.Dial
-	d.Log = slog_New(ring)
+	d.Log = ringLogger(ring)
 	a := New(dev.cfg, d)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -305,7 +305,7 @@ func TestLogPullSendsRingOutsideSystemd(t *testing.T) {
 		dev := newDevice(t, ca, time.Now().Add(-time.Hour), 90*24*time.Hour)
 		ring := logring.NewRing(100)
 		d := testDeps(f, new(int), ring)
-		d.Log = slog_New(ring)
+		d.Log = ringLogger(ring)
 		stop, _ := start(New(dev.cfg, d))
 		time.Sleep(time.Minute)
 		stop()

@@ -49,6 +49,9 @@ func (a *Agent) reconcileWorker(ctx context.Context) {
 			return
 		case <-a.pending.notify:
 		}
+		if ctx.Err() != nil {
+			return // both were ready: do not start work while stopping
+		}
 		if err := a.rec.Reconcile(ctx, a.pending.take()); err != nil && ctx.Err() == nil {
 			a.log.Warn("reconcile", "err", err)
 		}
