@@ -36,7 +36,8 @@ func Backoff(n int, r float64) time.Duration {
 	for i := 1; i < n && d < BackoffMax; i++ {
 		d *= 2
 	}
-	d = time.Duration(float64(d) * (0.8 + 0.4*r))
+	// Cap before jitter, so retries at the cap stay spread (4-5 min).
+	d = time.Duration(float64(min(d, BackoffMax)) * (0.8 + 0.4*r))
 	return min(max(d, BackoffMin), BackoffMax)
 }
 

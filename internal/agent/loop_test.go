@@ -50,6 +50,11 @@ func TestJitterAndBackoffBounds(t *testing.T) {
 	if got := Backoff(30, 1); got != BackoffMax {
 		t.Errorf("Backoff(30, 1) = %v, want the 5m cap", got)
 	}
+	// At the cap retries must still be spread, or a fleet that lost its
+	// server retries in lockstep.
+	if lo, hi := Backoff(30, 0), Backoff(30, 0.5); lo >= hi || lo < 4*time.Minute {
+		t.Errorf("Backoff(30, 0), Backoff(30, 0.5) = %v, %v; want jitter below the cap, from 4m", lo, hi)
+	}
 }
 
 func TestHeartbeatsFollowServerIntervalWithJitter(t *testing.T) {
