@@ -90,8 +90,31 @@ func initialize(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger)
 	if _, err = auth.ServingCertificate(cfg.PublicHosts); err != nil {
 		return "", err
 	}
-	key = operatorapi.NewAPIKey()
-	err = db.Tx(ctx, func(tx *store.Tx) error {
+	if key, err = createFirstAdmin(ctx, db, auth, cfg); err != nil {
+		return "", err
+	}
+	log.Info("initialised", "data_dir", cfg.DataDir, "fleet", auth.Fleet(), "ca_pin", auth.Fingerprint(), "admin_user", adminUser)
+	return key, nil
+}
+
+func initDevTrust(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) error {
+	blobs, err := artifacts.NewBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
+	repo, err := updaterepo.New(updaterepo.Config{DataDir: cfg.DataDir, DB: db, Blobs: blobs, Now: cfg.now(), Log: log})
+	if err != nil {
+		return err
+	}
+	return repo.InitDev(ctx)
+}
+
+// createFirstAdmin creates user admin with an API key, which it returns,
+// and the server.init audit event, in one transaction. Two replicas racing
+// on an empty shared database: the second fails (the user exists).
+func createFirstAdmin(ctx context.Context, db *store.DB, auth *ca.Authority, cfg Config) (string, error) {
+	key := operatorapi.NewAPIKey()
+	err := db.Tx(ctx, func(tx *store.Tx) error {
 		if _, err := tx.CreateUser(ctx, store.ActorSystem, adminUser, string(operatorapi.RoleAdmin), ""); err != nil {
 			return err
 		}
@@ -108,18 +131,5 @@ func initialize(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger)
 	if err != nil {
 		return "", fmt.Errorf("create first admin: %w", err)
 	}
-	log.Info("initialised", "data_dir", cfg.DataDir, "fleet", auth.Fleet(), "ca_pin", auth.Fingerprint(), "admin_user", adminUser)
 	return key, nil
-}
-
-func initDevTrust(ctx context.Context, cfg Config, db *store.DB, log *slog.Logger) error {
-	blobs, err := artifacts.NewBlobs(filepath.Join(cfg.DataDir, "blobs"))
-	if err != nil {
-		return err
-	}
-	repo, err := updaterepo.New(updaterepo.Config{DataDir: cfg.DataDir, DB: db, Blobs: blobs, Now: cfg.now(), Log: log})
-	if err != nil {
-		return err
-	}
-	return repo.InitDev(ctx)
 }

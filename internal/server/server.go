@@ -86,22 +86,35 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 
 	// PKI: created (with the first admin) on first start.
 	pki := pkiDir(cfg.DataDir)
+	var adminKey string
 	if ok, err := ca.Exists(pki); err != nil {
 		return nil, err
 	} else if !ok {
-		key, err := initialize(ctx, cfg, s.db, log)
-		if err != nil {
+		if adminKey, err = initialize(ctx, cfg, s.db, log); err != nil {
 			return nil, fmt.Errorf("first start: %w", err)
 		}
+	}
+	if s.ca, err = ca.Load(pki, s.now); err != nil {
+		return nil, err
+	}
+	if adminKey == "" {
+		// A PKI with an empty database (a new database for an existing
+		// data dir): nobody could log in, so create the first admin.
+		if n, err := s.db.CountUsers(ctx); err != nil {
+			return nil, err
+		} else if n == 0 {
+			if adminKey, err = createFirstAdmin(ctx, s.db, s.ca, cfg); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if adminKey != "" {
 		fmt.Fprintf(banner, "\n"+
 			"==================================================================\n"+
 			" Meshanics initialised %s.\n"+
 			" Admin API key (shown only this once; store it now):\n\n"+
 			"   %s\n\n"+
-			"==================================================================\n\n", cfg.DataDir, key)
-	}
-	if s.ca, err = ca.Load(pki, s.now); err != nil {
-		return nil, err
+			"==================================================================\n\n", cfg.DataDir, adminKey)
 	}
 	if s.serving, err = s.ca.ServingCertificate(cfg.PublicHosts); err != nil {
 		return nil, err
@@ -200,7 +213,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 	if err != nil {
 		return nil, err
 	}
-	enrollLimiter := ratelimit.New(ratelimit.Config{Rate: 50, Burst: 100, Now: s.now})
+	enrollLimiter := ratelimit.New(ratelimit.Config{Rate: 100, Burst: 200, Now: s.now})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api.Handler())
 	mux.Handle("/login", api.Handler())

@@ -314,3 +314,28 @@ func TestFirstStartInitialisesAndServes(t *testing.T) {
 		t.Errorf("restart printed a key (%q) or changed the CA", r2.key)
 	}
 }
+
+func TestExistingPKIWithEmptyDatabaseGetsAnAdmin(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	if _, err := Initialize(context.Background(), cfg, quietLog()); err != nil {
+		t.Fatal(err)
+	}
+	pin := func() string { a, _ := ca.Load(filepath.Join(dir, "pki"), time.Now); return a.Fingerprint() }()
+	matches, _ := filepath.Glob(filepath.Join(dir, "meshanics.db*"))
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := start(t, cfg)
+	if r.key == "" {
+		t.Fatal("no admin key printed for an empty database")
+	}
+	if r.srv.CA().Fingerprint() != pin {
+		t.Error("the existing CA was replaced")
+	}
+	if code, b := r.do(t, "GET", "/api/v1/devices", "", map[string]string{"Authorization": "Bearer " + r.key}); code != 200 {
+		t.Errorf("new admin key refused: %d %s", code, b)
+	}
+}
