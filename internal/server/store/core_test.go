@@ -258,3 +258,48 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Open of a database from a newer binary succeeded, want error")
 	}
 }
+
+func TestTxHelpers(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		if err := db.Ping(ctx); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+		mustEnroll(t, db, "b-dev", "kb")
+		mustEnroll(t, db, "a-dev", "ka")
+		mustTx(t, db, func(tx *store.Tx) error {
+			wantSuffix := map[store.Dialect]string{store.SQLite: "", store.Postgres: " FOR UPDATE"}[tx.Dialect()]
+			if got := tx.ForUpdate(); got != wantSuffix {
+				t.Errorf("ForUpdate on %s = %q, want %q", tx.Dialect(), got, wantSuffix)
+			}
+			if tx.Dialect() != db.Dialect() || tx.Now().IsZero() {
+				t.Errorf("Dialect/Now = %v/%v", tx.Dialect(), tx.Now())
+			}
+			d, err := tx.Device(ctx, "a-dev")
+			if err != nil || d.Name != "a-dev" {
+				t.Errorf("tx.Device = %+v, %v", d, err)
+			}
+			if _, err := tx.Device(ctx, "zzz"); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("tx.Device(unknown) = %v, want ErrNotFound", err)
+			}
+			rows, err := tx.Query(ctx, "SELECT name FROM devices WHERE name IN ("+store.Placeholders(2)+") ORDER BY name", "a-dev", "b-dev")
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			var names []string
+			for rows.Next() {
+				var n string
+				if err := rows.Scan(&n); err != nil {
+					return err
+				}
+				names = append(names, n)
+			}
+			if fmt.Sprint(names) != "[a-dev b-dev]" {
+				t.Errorf("Query = %v, want [a-dev b-dev]", names)
+			}
+			return rows.Err()
+		})
+	})
+}

@@ -409,3 +409,23 @@ func TestSetHeartbeatInterval(t *testing.T) {
 		}
 	})
 }
+
+func TestDeviceCertificate(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		d := mustEnroll(t, db, "edge-1", "k1")
+		c, err := db.DeviceCertificate(ctx, d.CertSerial)
+		if err != nil || c.DeviceID != d.ID || c.DeviceName != "edge-1" || c.KeySHA256 != keySHA("k1") || !c.RevokedAt.IsZero() {
+			t.Errorf("DeviceCertificate = %+v, %v", c, err)
+		}
+		mustTx(t, db, func(tx *store.Tx) error { _, err := tx.DecommissionDevice(ctx, "user:a", "edge-1"); return err })
+		c, _ = db.DeviceCertificate(ctx, d.CertSerial)
+		if c.RevokedAt.IsZero() || c.RevokeReason != store.RevokedDecommissioned {
+			t.Errorf("DeviceCertificate after decommission = %+v", c)
+		}
+		if _, err := db.DeviceCertificate(ctx, "ffff"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("DeviceCertificate(unknown) = %v, want ErrNotFound", err)
+		}
+	})
+}

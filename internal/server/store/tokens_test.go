@@ -155,3 +155,21 @@ func TestListEnrollmentTokens(t *testing.T) {
 		}
 	})
 }
+
+func TestEnrollmentTokenState(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for _, tc := range []struct {
+		tok  store.EnrollmentToken
+		want string
+	}{
+		{store.EnrollmentToken{UsesLeft: 1, ExpiresAt: now.Add(time.Second)}, store.TokenActive},
+		{store.EnrollmentToken{UsesLeft: 1, ExpiresAt: now}, store.TokenExpired},
+		{store.EnrollmentToken{UsesLeft: 0, ExpiresAt: now.Add(time.Hour)}, store.TokenSpent},
+		{store.EnrollmentToken{UsesLeft: 1, ExpiresAt: now.Add(time.Hour), RevokedAt: now}, store.TokenRevoked},
+	} {
+		if got := tc.tok.State(now); got != tc.want {
+			t.Errorf("State(%+v) = %s, want %s", tc.tok, got, tc.want)
+		}
+	}
+}
