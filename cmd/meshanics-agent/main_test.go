@@ -33,7 +33,7 @@ func TestConfigErrorsExit78NamingTheFlag(t *testing.T) {
 		{"no server", creds, "-server"},
 		{"artifact server without root", append([]string{"-server", "h:9443", "-artifact-server", "https://h:9444"}, creds...), "-tuf-root"},
 		{"unknown flag", []string{"-insecure"}, "-insecure"},
-		{"no credentials on disk", append([]string{"-server", "127.0.0.1:9443", "-data-dir", dir}, creds...), "-cert"},
+		{"no credentials on disk", append([]string{"-server", "127.0.0.1:9443", "-data-dir", dir}, creds...), "-key"},
 		{"enroll without token", []string{"enroll", "-url", "https://h:8443", "-ca-pin", "sha256:00"}, "-token"},
 	}
 	for _, tt := range tests {

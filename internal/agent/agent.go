@@ -178,6 +178,9 @@ func (a *Agent) loadIdentity() error {
 	id, err := identity.Load(a.cfg.CertFile, a.cfg.KeyFile)
 	if err != nil {
 		flag := "-cert"
+		if fe := (*identity.FileError)(nil); errors.As(err, &fe) && fe.Which == identity.FileKey {
+			flag = "-key"
+		}
 		if errors.Is(err, identity.ErrNoCredentials) {
 			return &config.Error{Flag: flag, Msg: fmt.Sprintf("%v (enroll the device first)", err)}
 		}

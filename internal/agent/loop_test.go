@@ -389,7 +389,17 @@ func TestMissingCredentialsIsConfigError(t *testing.T) {
 	dir := t.TempDir()
 	cfg := &config.Config{Server: "h:1", CertFile: filepath.Join(dir, "device.crt"), KeyFile: filepath.Join(dir, "device.key"), CAFile: filepath.Join(dir, "ca.pem"), DataDir: dir}
 	err := New(cfg, Deps{}).Run(context.Background())
-	if ExitCode(err) != 78 {
-		t.Errorf("Run() without credentials = %v (exit %d), want 78", err, ExitCode(err))
+	var ce *config.Error
+	if ExitCode(err) != 78 || !errors.As(err, &ce) || ce.Flag != "-key" {
+		t.Errorf("Run() without credentials = %v (exit %d), want 78 naming -key", err, ExitCode(err))
+	}
+	// A key but a broken certificate names -cert.
+	k, _ := identity.GenerateKey()
+	kb, _ := identity.EncodeKey(k)
+	os.WriteFile(cfg.KeyFile, kb, 0o600)
+	os.WriteFile(cfg.CertFile, []byte("not a certificate"), 0o644)
+	err = New(cfg, Deps{}).Run(context.Background())
+	if ExitCode(err) != 78 || !errors.As(err, &ce) || ce.Flag != "-cert" {
+		t.Errorf("Run() with a broken certificate = %v (exit %d), want 78 naming -cert", err, ExitCode(err))
 	}
 }

@@ -34,24 +34,42 @@ var ErrNoCredentials = errors.New("no device credentials")
 // Load reads the device certificate and key and checks that they match.
 func Load(certFile, keyFile string) (*Store, error) {
 	key, err := ReadKeyFile(keyFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s missing", ErrNoCredentials, keyFile)
-	}
 	if err != nil {
-		return nil, err
+		return nil, fileErr(FileKey, keyFile, err)
 	}
 	b, err := readBounded(certFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s missing", ErrNoCredentials, certFile)
-	}
 	if err != nil {
-		return nil, err
+		return nil, fileErr(FileCert, certFile, err)
 	}
 	s := &Store{certFile: certFile, key: key}
 	if err := s.set(b); err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
+		return nil, fileErr(FileCert, certFile, err)
 	}
 	return s, nil
+}
+
+// Which credential file a FileError is about.
+const (
+	FileKey  = "key"
+	FileCert = "cert"
+)
+
+// FileError names the credential file that could not be used; it wraps
+// ErrNoCredentials when the file is missing.
+type FileError struct {
+	Which string // FileKey or FileCert
+	Path  string
+	Err   error
+}
+
+func (e *FileError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *FileError) Unwrap() error { return e.Err }
+
+func fileErr(which, path string, err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		err = fmt.Errorf("%w: missing", ErrNoCredentials)
+	}
+	return &FileError{Which: which, Path: path, Err: err}
 }
 
 // OnReplace registers a callback run after each successful Replace.
