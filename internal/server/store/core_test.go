@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/store"
@@ -302,4 +303,91 @@ func TestTxHelpers(t *testing.T) {
 			return rows.Err()
 		})
 	})
+}
+
+// Two transactions lock two rows in opposite order; PostgreSQL aborts one
+// with a deadlock, and Tx runs it again, so both succeed.
+func TestTxRetriesDeadlock(t *testing.T) {
+	t.Parallel()
+	db := storetest.Postgres(t)
+	ctx := context.Background()
+	mustTx(t, db, func(tx *store.Tx) error {
+		for _, n := range []string{"a", "b"} {
+			if _, err := tx.Exec(ctx, "INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, 'x', '', 0, 0)", n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var bothLocked sync.WaitGroup
+	bothLocked.Add(2)
+	var once [2]sync.Once
+	attempts := [2]int{}
+	run := func(i int, first, second string) error {
+		return db.Tx(ctx, func(tx *store.Tx) error {
+			attempts[i]++
+			if _, err := tx.Exec(ctx, "UPDATE users SET updated_at = updated_at + 1 WHERE name = ?", first); err != nil {
+				return err
+			}
+			once[i].Do(func() { bothLocked.Done(); bothLocked.Wait() }) // first attempt only
+			_, err := tx.Exec(ctx, "UPDATE users SET updated_at = updated_at + 1 WHERE name = ?", second)
+			return err
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- run(0, "a", "b") }()
+	go func() { errs <- run(1, "b", "a") }()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("Tx: %v (want the deadlock victim retried)", err)
+		}
+	}
+	if attempts[0]+attempts[1] < 3 {
+		t.Errorf("attempts = %v, want a retry", attempts)
+	}
+	var a, b int64
+	_ = db.Read(ctx, func(tx *store.Tx) error {
+		_ = tx.QueryRow(ctx, "SELECT updated_at FROM users WHERE name = 'a'").Scan(&a)
+		return tx.QueryRow(ctx, "SELECT updated_at FROM users WHERE name = 'b'").Scan(&b)
+	})
+	if a != 2 || b != 2 {
+		t.Errorf("counters = %d, %d; want 2, 2", a, b)
+	}
+}
+
+// Replicas race to spend a one-use token: exactly one wins.
+func TestTokenSpendRaceAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDatabase(t)
+	dbs := []*store.DB{storetest.OpenDSN(t, dsn, storetest.Options{}), storetest.OpenDSN(t, dsn, storetest.Options{})}
+	ctx := context.Background()
+	now := time.Now()
+	mustTx(t, dbs[0], func(tx *store.Tx) error {
+		_, err := tx.CreateEnrollmentToken(ctx, "user:a", store.NewEnrollmentToken{Hash: store.HashSecret("mst_r"), ExpiresAt: now.Add(time.Hour), Uses: 1})
+		return err
+	})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := dbs[i%2].Tx(ctx, func(tx *store.Tx) error {
+				_, err := tx.SpendEnrollmentToken(ctx, store.HashSecret("mst_r"), now)
+				return err
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				wins++
+			} else if !errors.Is(err, errdefs.ErrUnauthenticated) {
+				t.Errorf("spend: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Errorf("%d spends won, want exactly 1", wins)
+	}
 }
