@@ -35,8 +35,17 @@ func TestOpenMigratesOnceAndReopens(t *testing.T) {
 		}
 		db.Close()
 	}
-	if _, err := os.Stat(filepath.Join(dir, "meshanics.db")); err != nil {
-		t.Errorf("database file: %v", err)
+	for _, f := range []string{"meshanics.db", "meshanics.db-wal", "meshanics.db-shm"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if errors.Is(err, os.ErrNotExist) && f != "meshanics.db" {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("database file: %v", err)
+		}
+		if m := fi.Mode().Perm(); m != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", f, m)
+		}
 	}
 }
 

@@ -44,6 +44,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -91,9 +92,10 @@ type DB struct {
 	w *sql.DB
 	// r runs reads. On SQLite a separate pool of query-only connections
 	// (WAL lets them read while the writer writes).
-	r   *sql.DB
-	log *slog.Logger
-	now func() time.Time
+	r    *sql.DB
+	path string // SQLite database file ("" on PostgreSQL)
+	log  *slog.Logger
+	now  func() time.Time
 }
 
 // Open connects to the engine named by opts, applies pending migrations and
@@ -122,6 +124,16 @@ func Open(ctx context.Context, opts Options) (*DB, error) {
 	if err := db.ping(ctx); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if db.path != "" {
+		// The files hold password and secret hashes: owner only, even in
+		// a data dir that is not (WAL files created later copy the mode).
+		for _, p := range []string{db.path, db.path + "-wal", db.path + "-shm"} {
+			if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				db.Close()
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+		}
 	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
@@ -170,7 +182,7 @@ func (db *DB) openSQLite(opts Options) error {
 	}
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	db.dialect, db.w, db.r = SQLite, w, r
+	db.dialect, db.w, db.r, db.path = SQLite, w, r, path
 	db.log.Info("store opened", "engine", "sqlite", "path", path)
 	return nil
 }
