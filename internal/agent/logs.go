@@ -22,6 +22,8 @@ const (
 	maxLogLines     = 100000
 	journalTimeout  = 60 * time.Second
 	uploadTimeout   = 5 * time.Minute
+	maxRequestID    = 128
+	maxQueuedPulls  = 16
 )
 
 // JournalUnit is the only unit whose journal the agent reads.
@@ -64,7 +66,7 @@ type logPuller struct {
 }
 
 func newLogPuller(a *Agent) *logPuller {
-	return &logPuller{a: a, queue: make(chan *devicev1.LogRequest, 16), seen: map[string]bool{}}
+	return &logPuller{a: a, queue: make(chan *devicev1.LogRequest, maxQueuedPulls), seen: map[string]bool{}}
 }
 
 // offer queues a request unless it was already taken (the server repeats a
@@ -72,7 +74,7 @@ func newLogPuller(a *Agent) *logPuller {
 func (p *logPuller) offer(lr *devicev1.LogRequest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.seen[lr.GetRequestId()] || lr.GetRequestId() == "" {
+	if id := lr.GetRequestId(); id == "" || len(id) > maxRequestID || p.seen[id] {
 		return
 	}
 	select {
