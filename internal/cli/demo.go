@@ -238,5 +238,5 @@ func (d *demo) printKeep() {
 	fmt.Fprintf(d.out, "  export MESHCTL_API_KEY=%s\n", d.apiKey)
 	fmt.Fprintf(d.out, "  go run ./cmd/meshctl devices list\n")
 	fmt.Fprintf(d.out, "\nLogs: $DEMO/server/server.log and $DEMO/devices/<name>/agent.log.\n")
-	fmt.Fprintf(d.out, "Stop everything and clean up (one process group):\n\n  kill -TERM -- -%d; rm -rf \"$DEMO\"\n", d.procs.pgid)
+	fmt.Fprintf(d.out, "Stop everything (one process group), then remove the directory:\n\n  kill -TERM -- -%d\n  rm -rf \"$DEMO\"\n", d.procs.pgid)
 }

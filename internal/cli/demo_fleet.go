@@ -156,8 +156,8 @@ func (d *demo) enroll(ctx context.Context) error {
 	if err := json.Unmarshal([]byte(out), &tok); err != nil || !strings.HasPrefix(tok.Token, "mst_") {
 		return fmt.Errorf("tokens create answered %q: %v", tail(out, 300), err)
 	}
-	d.notef("  one token for five devices, valid 15 minutes; the answer carries the secret (shown once), the CA pin")
-	d.notef("  %s and the install command a real device runs; here each agent enrolls directly:", tok.CAPin)
+	d.notef("  one token for five devices, valid 15 minutes. The answer holds the secret (shown once), the CA pin")
+	d.notef("  and the install command a real device runs (curl … install.sh | sudo sh). Here each agent enrolls directly:")
 	d.agents = map[string]*demoAgent{}
 	agentBin := filepath.Join(d.bins, "meshanics-agent")
 	var mu sync.Mutex
