@@ -96,7 +96,7 @@ func Run(ctx context.Context, c *config.Enroll, d Deps) (Result, error) {
 	if _, err := renderEnv(c, "localhost:1", ""); err != nil {
 		return res, err
 	}
-	if err := os.MkdirAll(c.ConfigDir, 0o755); err != nil {
+	if err := os.MkdirAll(c.ConfigDir, 0o700); err != nil {
 		return res, fmt.Errorf("config dir: %w", err)
 	}
 	key, reused, err := loadOrCreateKey(filepath.Join(c.ConfigDir, KeyFile))
