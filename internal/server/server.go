@@ -50,7 +50,7 @@ type Server struct {
 
 	db       *store.DB
 	ca       *ca.Authority
-	serving  tls.Certificate
+	serving  *servingCert
 	registry *prometheus.Registry
 
 	webLn, deviceLn, repoLn net.Listener
@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 			"   %s\n\n"+
 			"==================================================================\n\n", cfg.DataDir, adminKey)
 	}
-	if s.serving, err = s.ca.ServingCertificate(cfg.PublicHosts); err != nil {
+	if s.serving, err = newServingCert(s.ca, cfg.PublicHosts, log); err != nil {
 		return nil, err
 	}
 
@@ -250,8 +250,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
 	g, gctx := errgroup.WithContext(ctx)
 
-	webSrv := s.httpServer(s.web, s.ca.WebTLSConfig(s.serving))
-	repoSrv := s.httpServer(s.repoHandler(), s.ca.MutualTLSConfig(s.serving, "h2", "http/1.1"))
+	cert := s.serving.current()
+	webSrv := s.httpServer(s.web, s.serving.use(s.ca.WebTLSConfig(cert)))
+	repoSrv := s.httpServer(s.repoHandler(), s.serving.use(s.ca.MutualTLSConfig(cert, "h2", "http/1.1")))
 	serveHTTP := func(name string, srv *http.Server, ln net.Listener) {
 		g.Go(func() error {
 			if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -272,8 +273,9 @@ func (s *Server) Run(ctx context.Context) error {
 	serveHTTP("web", webSrv, s.webLn)
 	serveHTTP("repo", repoSrv, s.repoLn)
 	g.Go(func() error {
-		return s.devices.Serve(gctx, s.deviceLn, s.ca.MutualTLSConfig(s.serving))
+		return s.devices.Serve(gctx, s.deviceLn, s.serving.use(s.ca.MutualTLSConfig(cert)))
 	})
+	g.Go(func() error { return s.serving.run(gctx) })
 	g.Go(func() error { return s.repo.Run(gctx) })
 	g.Go(func() error { return s.rollouts.Run(gctx) })
 
