@@ -218,17 +218,27 @@ func startCluster(t *testing.T, dsn string) *cluster {
 	}
 	c.key = lines[0]
 
-	web, dev, repo := freePort(t), freePort(t), freePort(t)
-	c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
-	c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"), append([]string{
-		"-dev", "-data-dir", c.dataDir, "-public-host", "127.0.0.1",
-		"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
-		"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin}, dbArgs...)...)
-	c.waitReady(t)
-	return c
+	// A free port can be taken by someone else between the probe and the
+	// server's bind: start again with other ports if that happens.
+	for attempt := 1; ; attempt++ {
+		web, dev, repo := freePort(t), freePort(t), freePort(t)
+		c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
+		c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"), append([]string{
+			"-dev", "-data-dir", c.dataDir, "-public-host", "127.0.0.1",
+			"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
+			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin}, dbArgs...)...)
+		exited := c.waitReady(t)
+		if !exited {
+			return c
+		}
+		if attempt == 3 || !strings.Contains(c.server.logs(), "address already in use") {
+			t.Fatalf("server exited: %v", c.server.err)
+		}
+	}
 }
 
-func (c *cluster) waitReady(t *testing.T) {
+// waitReady waits for /readyz; it reports true if the server exited.
+func (c *cluster) waitReady(t *testing.T) (exited bool) {
 	t.Helper()
 	pemBytes, err := os.ReadFile(c.caFile)
 	if err != nil {
@@ -241,19 +251,20 @@ func (c *cluster) waitReady(t *testing.T) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-c.server.done:
-			t.Fatalf("server exited: %v", c.server.err)
+			return true
 		default:
 		}
 		resp, err := client.Get(c.webURL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return false
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("server not ready within 60s")
+	return false
 }
 
 // readEnv parses agent.env the way systemd's EnvironmentFile= would.
