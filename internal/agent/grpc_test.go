@@ -117,12 +117,41 @@ func serialOf(b []byte) (string, error) {
 	return certs[0].SerialNumber.String(), nil
 }
 
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	mu sync.Mutex
+	n  int
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.n++
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *countingListener) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
+
 func serveMTLS(t *testing.T, ca *testca.CA, srv devicev1.DeviceServiceServer) string {
+	addr, _ := serveMTLSCounting(t, ca, srv)
+	return addr
+}
+
+func serveMTLSCounting(t *testing.T, ca *testca.CA, srv devicev1.DeviceServiceServer) (string, *countingListener) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	lis := &countingListener{Listener: inner}
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{ca.Serving(t)},
@@ -132,7 +161,7 @@ func serveMTLS(t *testing.T, ca *testca.CA, srv devicev1.DeviceServiceServer) st
 	devicev1.RegisterDeviceServiceServer(gs, srv)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
-	return lis.Addr().String()
+	return lis.Addr().String(), lis
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -202,6 +231,37 @@ func TestOverRealMutualTLS(t *testing.T) {
 	for _, p := range []string{dev.cfg.KeyFile, dev.cfg.CertFile, dev.trustDir} {
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("%s survived decommission", p)
+		}
+	}
+}
+
+// TestTLSFailureNeverWipes points the agent at a server of another fleet:
+// every handshake fails, and the agent only backs off.
+func TestTLSFailureNeverWipes(t *testing.T) {
+	ours, impostor := testca.New(t), testca.New(t)
+	cp := &grpcCP{ca: impostor, uploads: map[string][]byte{}}
+	addr, lis := serveMTLSCounting(t, impostor, cp)
+	dev := newDevice(t, ours, time.Now().Add(-time.Hour), 90*24*time.Hour)
+	dev.cfg.Server = addr
+	d := testDeps(nil, nil, nil)
+	d.Dial = nil
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- New(dev.cfg, d).Run(ctx) }()
+	waitFor(t, "two refused handshakes", func() bool { return lis.count() >= 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run() = %v, want nil after cancel", err)
+	}
+	cp.mu.Lock()
+	beats := len(cp.serials)
+	cp.mu.Unlock()
+	if beats != 0 {
+		t.Errorf("the impostor saw %d heartbeats", beats)
+	}
+	for _, p := range []string{dev.cfg.KeyFile, dev.cfg.CertFile, dev.cfg.CAFile, dev.trustDir} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s after TLS failures: %v", p, err)
 		}
 	}
 }
