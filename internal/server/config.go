@@ -35,6 +35,9 @@ type Config struct {
 	// Now is the clock of every part (TLS verification, tokens,
 	// certificates). nil = time.Now. Not a flag.
 	Now func() time.Time
+
+	// publicHostDefaulted: no -public-host was given (only localhost).
+	publicHostDefaulted bool
 }
 
 // Defaults.
@@ -104,6 +107,7 @@ func (c *Config) validate() error {
 	}
 	if len(c.PublicHosts) == 0 {
 		c.PublicHosts = []string{"localhost"}
+		c.publicHostDefaulted = true
 	}
 	if _, err := ca.ParseHosts(c.PublicHosts); err != nil {
 		return fmt.Errorf("-public-host: %w", err)

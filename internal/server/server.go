@@ -229,6 +229,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 	})
 	s.web = mux
 
+	if cfg.publicHostDefaulted {
+		log.Warn("no -public-host given: the serving certificate covers only localhost and devices are told to connect to localhost; pass -public-host with the name or IP devices reach this server by")
+	}
 	log.Info("control plane ready",
 		"fleet", s.ca.Fleet(), "ca_pin", s.ca.Fingerprint(), "web", publicURL, "device", deviceServer, "repo", artifactServer,
 		"database", s.db.Dialect(), "dev", cfg.Dev)
