@@ -63,23 +63,33 @@ func (d *demo) startServer(ctx context.Context) error {
 	}
 	d.notef("  (prints the first admin's API key; the development TUF ceremony ran with keys in %s)", d.display(data))
 
-	ports, err := freeLoopbackPorts(3)
-	if err != nil {
-		return err
-	}
-	d.webURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
-	args := []string{"-dev", "-data-dir", data, "-public-host", "127.0.0.1",
-		"-web-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		"-device-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"-repo-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
-		"-heartbeat-interval", "1s"}
-	d.notef("$ meshanics-server %s", d.display(strings.Join(args, " ")))
-	d.server, err = d.procs.start("meshanics-server", data, logPath, demoEnv(), server, args...)
-	if err != nil {
-		return err
-	}
-	if err := d.waitReady(ctx); err != nil {
-		return err
+	// A probed port can be taken by another program before the server
+	// binds it; then start again on other ports.
+	var ports []int
+	for attempt := 1; ; attempt++ {
+		if ports, err = freeLoopbackPorts(3); err != nil {
+			return err
+		}
+		d.webURL = fmt.Sprintf("https://127.0.0.1:%d", ports[0])
+		args := []string{"-dev", "-data-dir", data, "-public-host", "127.0.0.1",
+			"-web-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]),
+			"-device-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
+			"-heartbeat-interval", "1s"}
+		if attempt == 1 {
+			d.notef("$ meshanics-server %s", d.display(strings.Join(args, " ")))
+		}
+		if d.server, err = d.procs.start("meshanics-server", data, logPath, demoEnv(), server, args...); err != nil {
+			return err
+		}
+		err = d.waitReady(ctx)
+		if err == nil {
+			break
+		}
+		if done, _ := d.server.exited(); !done || attempt == 3 || !strings.Contains(logTail(logPath, 4000), "address already in use") {
+			return err
+		}
+		d.notef("a port was taken meanwhile; starting again on other ports")
 	}
 	d.notef("ready: REST and enrollment on %s, device API on :%d, update repository on :%d", d.webURL, ports[1], ports[2])
 	a := &app{server: d.webURL, caFile: d.caFile, apiKey: d.apiKey}

@@ -146,6 +146,9 @@ func (g *demoProcGroup) start(name, dir, logPath string, env []string, bin strin
 	cmd.Stdout, cmd.Stderr = logf, logf
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.allExited() {
+		g.pgid = 0 // a process group ends with its last member; start a new one
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: g.pgid}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -163,6 +166,16 @@ func (g *demoProcGroup) start(name, dir, logPath string, env []string, bin strin
 	}()
 	g.procs = append(g.procs, p)
 	return p, nil
+}
+
+// allExited reports whether no started process runs. g.mu is held.
+func (g *demoProcGroup) allExited() bool {
+	for _, p := range g.procs {
+		if done, _ := p.exited(); !done {
+			return false
+		}
+	}
+	return true
 }
 
 // stop sends SIGTERM to the whole group, waits up to grace for every
