@@ -56,6 +56,10 @@ type Config struct {
 	// Trust is the update repository (internal/server/updaterepo); nil
 	// answers 503 on the trust routes.
 	Trust TrustService
+	// Groups and Rollouts are the rollout engine (*rollout.Runner); nil
+	// answers 503 on their routes.
+	Groups   GroupService
+	Rollouts RolloutService
 
 	// SessionTTL is how long a login session lasts (default 12 h).
 	SessionTTL time.Duration
@@ -82,6 +86,8 @@ type API struct {
 
 	artifacts ArtifactService
 	trust     TrustService
+	groups    GroupService
+	rollouts  RolloutService
 
 	sessionTTL time.Duration
 	argon2     Argon2Params
@@ -125,6 +131,8 @@ func New(cfg Config) (*API, error) {
 		hbInterval: cfg.HeartbeatInterval,
 		artifacts:  cfg.Artifacts,
 		trust:      cfg.Trust,
+		groups:     cfg.Groups,
+		rollouts:   cfg.Rollouts,
 		sessionTTL: cfg.SessionTTL,
 		argon2:     DefaultArgon2,
 		loginLimit: cfg.LoginLimiter,

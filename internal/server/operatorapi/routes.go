@@ -24,4 +24,6 @@ func (a *API) routes(mux *http.ServeMux) {
 	a.registerAPIKeys(mux)
 	a.registerArtifacts(mux)
 	a.registerTrust(mux)
+	a.registerGroups(mux)
+	a.registerRollouts(mux)
 }
