@@ -2,11 +2,8 @@ package reconcile
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -58,11 +55,14 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 		return EvTransient, fmt.Sprintf("staging: %v", err)
 	}
 	defer f.Close()
-	h := sha256.New()
-	n := &counter{}
 	a := &devicev1.Artifact{Kind: t.Artifact.Kind, Name: t.Artifact.Name, Version: t.Artifact.Version,
 		TargetPath: t.Artifact.TargetPath, Sha256: t.Artifact.SHA256, Length: t.Artifact.Length}
-	custom, err := r.opts.Fetcher.Fetch(ctx, a, io.MultiWriter(f, h, n))
+	sw := newStageWriter(f)
+	custom, err := r.opts.Fetcher.Fetch(ctx, a, sw)
+	n, sum, werr := sw.Close()
+	if err == nil && werr != nil {
+		err = fmt.Errorf("staging: %w", werr)
+	}
 	if errors.Is(err, tufclient.ErrVerification) {
 		return EvTransient, verificationPrefix + err.Error()
 	}
@@ -79,14 +79,10 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 	if custom.Kind != t.Artifact.Kind || custom.Name != t.Artifact.Name || custom.Version != t.Artifact.Version {
 		return EvRejected, fmt.Sprintf("signed metadata names %s %s@%s, not the assigned artifact", custom.Kind, custom.Name, custom.Version)
 	}
-	t.StagedSHA256, t.StagedLength = hex.EncodeToString(h.Sum(nil)), n.n
+	t.StagedSHA256, t.StagedLength = sum, n
 	t.Artifact.Config, t.Artifact.Container = custom.Config, custom.Container
 	return EvFetched, ""
 }
-
-type counter struct{ n int64 }
-
-func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // verify cross-checks the staged bytes against the assignment, moves them
 // to their staged name, pulls what the applier needs, and checks policy
