@@ -12,6 +12,8 @@ func groups() []*group {
 		apiKeysGroup(),
 		whoamiGroup(),
 		artifactsGroup(),
+		groupsGroup(),
+		rolloutsGroup(),
 		trustGroup(),
 		tufGroup(),
 		demoGroup(),
