@@ -253,6 +253,12 @@ func TestConfigPlacedReloadedAndRolledBack(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("reload did not run: %v", err)
 	}
+	staged, _ := filepath.Glob(filepath.Join(e.data, "artifacts/app/versions/1/*"))
+	for _, p := range staged {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("staged config %s is readable by others: %v", p, fi.Mode())
+		}
+	}
 	r.Reconcile(ctx, []*devicev1.Assignment{apply("c2", configArtifact(e, "2", "x=2", dest, reload), fileProbe("/nonexistent"))})
 	if got := e.rep.last("c2"); got != "rolled_back" {
 		t.Errorf("config with failing probe ended %q, want rolled_back", got)

@@ -81,8 +81,10 @@ func New(opts Options) (*Reconciler, error) {
 	}
 	opts.Deadlines = withDefaults(opts.Deadlines)
 	dir := filepath.Join(opts.DataDir, "update")
-	for _, d := range []string{dir, filepath.Join(opts.DataDir, "artifacts")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
+	// The journal is private; the artifact tree is readable so that the
+	// services consuming a model (<data>/artifacts/<name>/current) can.
+	for d, perm := range map[string]os.FileMode{dir: 0o700, filepath.Join(opts.DataDir, "artifacts"): 0o755} {
+		if err := os.MkdirAll(d, perm); err != nil {
 			return nil, fmt.Errorf("reconcile: %w", err)
 		}
 	}

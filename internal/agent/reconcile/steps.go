@@ -45,12 +45,21 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 	if err != nil {
 		return EvRejected, err.Error()
 	}
-	if err := os.MkdirAll(filepath.Dir(staged), 0o755); err != nil {
+	// Models are read by other services; configs and descriptors may hold
+	// secrets and are placed with their own mode, so they stay private here.
+	dirPerm, filePerm := os.FileMode(0o755), os.FileMode(0o644)
+	if t.Artifact.Kind != "model" {
+		dirPerm, filePerm = 0o700, 0o600
+	}
+	if err := os.MkdirAll(r.layout.SlotDir(t.Artifact.Name), 0o755); err != nil {
+		return EvTransient, fmt.Sprintf("staging: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(staged), dirPerm); err != nil {
 		return EvTransient, fmt.Sprintf("staging: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Download)
 	defer cancel()
-	f, err := os.OpenFile(file.PartialFile(staged), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(file.PartialFile(staged), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
 	if err != nil {
 		return EvTransient, fmt.Sprintf("staging: %v", err)
 	}
