@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshanics/meshanics/internal/agent/apply/config"
 	"github.com/meshanics/meshanics/internal/agent/statefile"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
@@ -49,6 +50,7 @@ func crashHelper() int {
 		}
 	}
 	e.opts.Crashpoint = hit
+	e.opts.Appliers["config"].(*config.Placer).Crashpoint = hit
 	e.repo.midway = func() { hit("mid:fetch") }
 	e.opts.Reporter = fileReporter(filepath.Join(root, "reports.log"))
 	r, err := New(e.opts)

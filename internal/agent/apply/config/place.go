@@ -29,6 +29,15 @@ type Placer struct {
 	// execx.SearchDirs when a unit reload is needed).
 	Systemctl     string
 	ReloadTimeout time.Duration // 0 = 60 s
+	// Crashpoint, when set, is called between the steps of an activation
+	// (the crash tests kill the process there); production leaves it nil.
+	Crashpoint func(name string)
+}
+
+func (p *Placer) crashpoint(name string) {
+	if p.Crashpoint != nil {
+		p.Crashpoint(name)
+	}
 }
 
 // meta describes a backup; it is written last, so its presence means the
@@ -56,6 +65,7 @@ func (p *Placer) Activate(ctx context.Context, next, _ *statefile.Artifact) erro
 	if err := backup(dest, next.Backup); err != nil {
 		return err
 	}
+	p.crashpoint("config:backed-up")
 	mode, _ := artifact.ParseMode(next.Config.Mode)
 	m, _ := readMeta(next.Backup)
 	src, err := os.Open(next.File)
@@ -70,6 +80,7 @@ func (p *Placer) Activate(ctx context.Context, next, _ *statefile.Artifact) erro
 	if err := place(dest, src, fs.FileMode(mode), owner); err != nil {
 		return err
 	}
+	p.crashpoint("config:placed")
 	return p.reload(ctx, next.Config.Reload)
 }
 
