@@ -160,4 +160,3 @@ func (c *cluster) settle(t *testing.T, id string) {
 	}
 	t.Fatalf("rollout %s stayed running", id)
 }
-
