@@ -202,7 +202,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		Store: s.db, Logger: log, Now: s.now, Tokens: s.enroll,
 		CAPin: s.ca.Fingerprint(), CAPEM: s.ca.CertPEM(), PublicURL: publicURL,
 		Invalidate: invalidate, HeartbeatInterval: cfg.HeartbeatInterval,
-		Artifacts: arts, Trust: s.repo,
+		Artifacts: arts, Trust: s.repo, Groups: s.rollouts, Rollouts: s.rollouts,
 	})
 	if err != nil {
 		return nil, err
