@@ -218,8 +218,14 @@ type Status struct {
 func (r *Runner) ReportStatus(ctx context.Context, device string, rep Status) error {
 	to := rep.State
 	err := r.db.Tx(ctx, func(tx *store.Tx) error {
+		if rep.AssignmentID == "" {
+			return errdefs.NotFound("unknown assignment")
+		}
 		row, err := tx.RolloutDeviceByAssignment(ctx, rep.AssignmentID)
-		if err != nil || row.Device != device || rep.AssignmentID == "" {
+		if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		if err != nil || row.Device != device {
 			return errdefs.NotFound("unknown assignment")
 		}
 		rec, err := tx.LockRollout(ctx, row.RolloutID)
