@@ -603,3 +603,20 @@ func TestHealthyChangeFeedKeepsEntriesLongAndFailingFeedFallsBackToTTL(t *testin
 		t.Errorf("Heartbeat with a failing change feed past CacheTTL = %v, want the decommission signal", err)
 	}
 }
+
+func TestShutdownFlushesLastSeen(t *testing.T) {
+	e := newEnv(t, envOpts{}) // the periodic flush never fires (1 h)
+	c := e.dial(e.enroll("dev-a"))
+	if _, err := c.Heartbeat(ctxT(t), &devicev1.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, batches, _ := e.devices.stats(); batches != 0 {
+		t.Fatalf("TouchDevices called %d times before shutdown, want 0", batches)
+	}
+	if err := e.stop(); err != nil {
+		t.Fatalf("Serve = %v", err)
+	}
+	if _, _, touched := e.devices.stats(); touched["dev-a"].IsZero() {
+		t.Error("last_seen of a heartbeat before shutdown was not flushed")
+	}
+}

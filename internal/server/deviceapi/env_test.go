@@ -223,6 +223,8 @@ type env struct {
 	devices  *fakeDevices
 	logs     *fakeLogs
 	rollouts *fakeRollouts
+	// stop shuts the server down and returns Serve's result (once).
+	stop func() error
 }
 
 type envOpts struct {
@@ -314,9 +316,12 @@ func newEnvWithCA(t testing.TB, authority *ca.Authority, o envOpts) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.srv.Serve(ctx, lis, authority.MutualTLSConfig(serving)) }()
-	t.Cleanup(func() {
+	e.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := e.stop(); err != nil {
 			t.Errorf("Serve = %v, want nil", err)
 		}
 	})
