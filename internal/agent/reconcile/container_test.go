@@ -85,8 +85,11 @@ func TestContainerRollsBackToPreviousDigest(t *testing.T) {
 	if got, want := running(), good+" 1 unless-stopped"; got != want {
 		t.Errorf("after rollback running = %q, want %q", got, want)
 	}
-	if out := runDocker("image", "inspect", "--format", "{{.Id}}", bad); out == "" {
-		t.Error("the image of the rolled-back version was not pulled")
+	if out := runDocker("image", "inspect", "--format", "{{.Id}}", bad); out != "" {
+		t.Error("the image of the rolled-back version was kept")
+	}
+	if out := runDocker("image", "inspect", "--format", "{{.Id}}", good); out == "" {
+		t.Error("the image of the running version was removed")
 	}
 
 	// The agent dies right after starting v3; a new agent process rolls

@@ -53,6 +53,13 @@ type Stager interface {
 	Stage(ctx context.Context, a *statefile.Artifact) error
 }
 
+// Forgetter is an Applier that keeps versions in a store of its own (a
+// container runtime's images): Forget drops a version the slot no longer
+// references (neither current nor previous). It must not touch what runs.
+type Forgetter interface {
+	Forget(ctx context.Context, a *statefile.Artifact) error
+}
+
 // Prober runs health probes.
 type Prober interface {
 	Check(spec healthprobe.Spec) error

@@ -1,8 +1,11 @@
 package reconcile
 
 import (
+	"slices"
 	"testing"
 
+	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/artifact"
 	"github.com/meshanics/meshanics/internal/states"
 )
 
@@ -76,5 +79,46 @@ func TestReportedStatesAreReportable(t *testing.T) {
 	}
 	if Probing.Reported() != states.Applying {
 		t.Errorf("Probing.Reported() = %s, want applying", Probing.Reported())
+	}
+}
+
+func TestSettleSlotDropsWhatIsNoLongerKept(t *testing.T) {
+	img := func(v, image string) *statefile.Artifact {
+		return &statefile.Artifact{Kind: "container", Name: "web", Version: v, Container: &artifact.ContainerSpec{Image: image}}
+	}
+	versions := func(as []*statefile.Artifact) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, a.Version)
+		}
+		return out
+	}
+	r := &Reconciler{}
+	for _, tc := range []struct {
+		name       string
+		cur, prev  *statefile.Artifact
+		task       *statefile.Task
+		p          Phase
+		wantDrop   []string
+		wantCurVer string
+	}{
+		{"healthy drops the one before previous", img("2", "a"), img("1", "b"), &statefile.Task{Artifact: *img("3", "c"), Prior: img("2", "a")}, Healthy, []string{"1"}, "3"},
+		{"healthy keeps an image previous still uses", img("2", "a"), img("1", "a"), &statefile.Task{Artifact: *img("3", "c"), Prior: img("2", "a")}, Healthy, nil, "3"},
+		{"rolled back drops the failed version", img("2", "a"), img("1", "b"), &statefile.Task{Artifact: *img("3", "c"), Prior: img("2", "a")}, RolledBack, []string{"3"}, "2"},
+		{"revert to nothing drops both", img("2", "a"), img("1", "b"), &statefile.Task{Action: "revert", Artifact: *img("2", "a"), Prior: img("2", "a")}, Reverted, []string{"2", "1"}, ""},
+	} {
+		j := statefile.NewJournal()
+		j.Slot("web").Current, j.Slot("web").Previous = tc.cur, tc.prev
+		got := versions(r.settleSlot(j, tc.task, tc.p))
+		if !slices.Equal(got, tc.wantDrop) {
+			t.Errorf("%s: dropped %v, want %v", tc.name, got, tc.wantDrop)
+		}
+		cur := ""
+		if s := j.Slots["web"]; s != nil && s.Current != nil {
+			cur = s.Current.Version
+		}
+		if cur != tc.wantCurVer {
+			t.Errorf("%s: current %q, want %q", tc.name, cur, tc.wantCurVer)
+		}
 	}
 }

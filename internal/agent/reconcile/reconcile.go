@@ -257,9 +257,10 @@ func (r *Reconciler) finish(ctx context.Context, t *statefile.Task, p Phase, det
 	if detail == "" {
 		detail = t.Detail
 	}
+	var dropped []*statefile.Artifact
 	err := r.edit(func(j *statefile.Journal) {
 		if applied {
-			r.settleSlot(j, t, p)
+			dropped = r.settleSlot(j, t, p)
 		}
 		delete(j.Tasks, t.AssignmentID)
 		j.AddDone(statefile.Done{AssignmentID: t.AssignmentID, State: string(p), Detail: detail, StartedMs: t.StartedMs, AtMs: r.opts.Now().UnixMilli()})
@@ -272,29 +273,76 @@ func (r *Reconciler) finish(ctx context.Context, t *statefile.Task, p Phase, det
 	r.report(ctx, t, p, detail)
 	if t.Artifact.Name != "" {
 		r.prune(t.Artifact.Name)
+		r.forget(ctx, dropped)
 		r.crashpoint("did:prune")
 	}
 	return nil
 }
 
-// settleSlot is the slot change a terminal phase implies.
-func (r *Reconciler) settleSlot(j *statefile.Journal, t *statefile.Task, p Phase) {
+// forget lets appliers that keep their own store (container images) drop
+// what the slot no longer references. Best effort: a failure only leaks
+// disk, never changes what runs.
+func (r *Reconciler) forget(ctx context.Context, dropped []*statefile.Artifact) {
+	for _, a := range dropped {
+		f, ok := r.opts.Appliers[a.Kind].(Forgetter)
+		if !ok {
+			continue
+		}
+		fctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Rollback)
+		if err := f.Forget(fctx, a); err != nil {
+			r.log.Warn("forget old version", "artifact", a.Name, "version", a.Version, "err", err)
+		}
+		cancel()
+	}
+}
+
+// settleSlot is the slot change a terminal phase implies; it returns the
+// artifacts the slot referenced (or was trying) and no longer does.
+func (r *Reconciler) settleSlot(j *statefile.Journal, t *statefile.Task, p Phase) []*statefile.Artifact {
 	name := t.Artifact.Name
+	var before []*statefile.Artifact
+	if s := j.Slots[name]; s != nil {
+		before = append(before, s.Current, s.Previous)
+	}
+	next := t.Artifact
+	before = append(before, &next, t.Prior)
 	switch {
 	case p == Healthy:
 		s := j.Slot(name)
 		if t.Prior == nil && t.Artifact.Kind == "config" {
 			s.Original = t.Artifact.Backup
 		}
-		next := t.Artifact
 		s.Previous, s.Current = t.Prior, &next
 	case p == Reverted && t.RevertTo == nil:
 		delete(j.Slots, name)
 	case p == Reverted:
 		s := j.Slot(name)
-		next := t.Artifact
 		s.Previous, s.Current = t.Prior, &next
 	}
+	var keep []*statefile.Artifact
+	if s := j.Slots[name]; s != nil {
+		keep = []*statefile.Artifact{s.Current, s.Previous}
+	}
+	var dropped []*statefile.Artifact
+	for _, a := range before {
+		if a != nil && !slices.ContainsFunc(keep, func(k *statefile.Artifact) bool { return sameStore(k, a) }) &&
+			!slices.ContainsFunc(dropped, func(d *statefile.Artifact) bool { return sameStore(d, a) }) {
+			dropped = append(dropped, a)
+		}
+	}
+	return dropped
+}
+
+// sameStore reports whether a and b need the same stored bytes: the same
+// version, or the same container image under two versions.
+func sameStore(a, b *statefile.Artifact) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	if a.Version == b.Version {
+		return true
+	}
+	return a.Container != nil && b.Container != nil && a.Container.Image == b.Container.Image
 }
 
 // dropUndesired forgets downloads the server no longer asks for.

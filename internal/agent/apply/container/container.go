@@ -111,6 +111,20 @@ func (a *Applier) Remove(ctx context.Context, cur *statefile.Artifact, _ string)
 	return a.removeFor(ctx, cur, nil)
 }
 
+// Forget removes the image of a version the slot keeps no longer. The
+// runtime refuses while a container uses it, and the reconciler never
+// passes the current or previous version, so this only frees disk.
+func (a *Applier) Forget(ctx context.Context, art *statefile.Artifact) error {
+	if art.Container == nil {
+		return nil
+	}
+	if _, err := a.run(ctx, "image", "inspect", "--format", "{{.Id}}", art.Container.Image); err != nil {
+		return nil // not present
+	}
+	_, err := a.run(ctx, "image", "rm", art.Container.Image)
+	return err
+}
+
 // removeFor removes the managed containers of both artifacts (their names
 // differ when the descriptor's name suffix changed).
 func (a *Applier) removeFor(ctx context.Context, arts ...*statefile.Artifact) error {
