@@ -104,7 +104,10 @@ func (d *demo) showHalt(ctx context.Context) error {
 	if _, err := d.meshctl(ctx, true, "rollouts", "show", id); err != nil {
 		return err
 	}
-	if _, err := d.meshctl(ctx, true, "audit", "list", "-type", "rollout.halted", "-subject", id); err != nil {
+	if _, err := d.meshctl(ctx, true, "rollouts", "devices", id); err != nil {
+		return err
+	}
+	if err := d.showHaltEvent(ctx, id); err != nil {
 		return err
 	}
 	devs, err := d.rolloutDevices(id)
@@ -116,7 +119,6 @@ func (d *demo) showHalt(ctx context.Context) error {
 			if dev.State != "rolled_back" || dev.Wave != 0 {
 				return fmt.Errorf("canary %s is %s in wave %d, want rolled_back in wave 0", d.canary, dev.State, dev.Wave)
 			}
-			d.notef("why: %s reported rolled_back: %s", d.canary, dev.Detail)
 		} else if dev.State != "pending" {
 			return fmt.Errorf("device %s is %s while the rollout is halted, want pending", dev.Device, dev.State)
 		}
@@ -295,4 +297,34 @@ func (d *demo) onDisk(name string) string {
 		return "none"
 	}
 	return strings.TrimPrefix(t, "versions/")
+}
+
+// showHaltEvent prints the audit event the halt appended, with its reason.
+func (d *demo) showHaltEvent(ctx context.Context, id string) error {
+	args := []string{"-o", "json", "audit", "list", "-type", "rollout.halted", "-subject", id}
+	fmt.Fprintf(d.out, "    $ meshctl %s\n", strings.Join(args, " "))
+	out, err := d.meshctl(ctx, false, args...)
+	if err != nil {
+		return err
+	}
+	var l list[struct {
+		Seq   int64  `json:"seq"`
+		Actor string `json:"actor"`
+		Data  struct {
+			Reason       string  `json:"reason"`
+			Wave         int     `json:"wave"`
+			Failures     int     `json:"failures"`
+			Acknowledged int     `json:"acknowledged_failures"`
+			Tolerance    float64 `json:"tolerance"`
+			Devices      int     `json:"devices"`
+		} `json:"data"`
+	}]
+	if err := json.Unmarshal([]byte(out), &l); err != nil || len(l.Items) != 1 {
+		return fmt.Errorf("audit list -type rollout.halted answered %q: %v", tail(out, 300), err)
+	}
+	e := l.Items[0]
+	d.notef("  audit event %d by %s: halted in wave %d, reason %q:", e.Seq, e.Actor, e.Data.Wave, e.Data.Reason)
+	d.notef("  failures %d - acknowledged %d > tolerance %g (max_failure_rate 0 x %d devices)",
+		e.Data.Failures, e.Data.Acknowledged, e.Data.Tolerance, e.Data.Devices)
+	return nil
 }
