@@ -35,10 +35,17 @@ func BenchmarkPartition100k(b *testing.B) {
 }
 
 // seedFleet inserts n live devices and a group "fleet" holding them.
-func seedFleet(b *testing.B, db *store.DB, n int, now time.Time) []string {
+func seedFleet(b testing.TB, db *store.DB, n int, now time.Time) []string {
+	b.Helper()
+	return seedDevices(b, db, benchNames(n), now)
+}
+
+// seedDevices inserts live devices with multi-row statements and a group
+// "fleet" holding them.
+func seedDevices(b testing.TB, db *store.DB, names []string, now time.Time) []string {
 	b.Helper()
 	ctx := context.Background()
-	names := benchNames(n)
+	n := len(names)
 	err := db.Tx(ctx, func(tx *store.Tx) error {
 		const per = 500
 		for start := 0; start < n; start += per {

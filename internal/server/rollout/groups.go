@@ -2,7 +2,11 @@ package rollout
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
@@ -25,6 +29,20 @@ type GroupView struct {
 
 func groupViewOf(g store.Group) GroupView {
 	return GroupView{Name: g.Name, Devices: g.Members, Size: g.Size, CreatedBy: g.CreatedBy, CreatedAt: g.CreatedAt, UpdatedAt: g.UpdatedAt}
+}
+
+// auditNames summarises a list of device names for an audit event, whose
+// data is bounded (64 KiB): the count and the sha256 of the sorted,
+// newline-joined list always, the names themselves when there are few.
+func auditNames(names []string) map[string]any {
+	sorted := append([]string(nil), names...)
+	sort.Strings(sorted)
+	sum := sha256.Sum256([]byte(strings.Join(sorted, "\n")))
+	out := map[string]any{"count": len(sorted), "sha256": hex.EncodeToString(sum[:])}
+	if len(sorted) <= 200 {
+		out["names"] = sorted
+	}
+	return out
 }
 
 // checkNames validates device names; a malformed name is a request error,
@@ -60,7 +78,7 @@ func (r *Runner) CreateGroup(ctx context.Context, actor, name string, devices []
 			return err
 		}
 		_, err = tx.AppendAudit(ctx, store.Event{Actor: actor, Type: "group.created", Subject: name,
-			Data: map[string]any{"devices": g.Members, "unresolved": unresolved}})
+			Data: map[string]any{"devices": auditNames(g.Members), "unresolved": auditNames(unresolved)}})
 		return err
 	})
 	return groupViewOf(g), unresolved, err
@@ -92,7 +110,7 @@ func (r *Runner) ChangeGroup(ctx context.Context, actor, name string, add bool, 
 			return err
 		}
 		_, err = tx.AppendAudit(ctx, store.Event{Actor: actor, Type: typ, Subject: name,
-			Data: map[string]any{"devices": devices, key: left}})
+			Data: map[string]any{"devices": auditNames(devices), key: auditNames(left)}})
 		return err
 	})
 	return groupViewOf(g), left, err

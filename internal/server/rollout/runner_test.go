@@ -424,3 +424,31 @@ func TestAllOfflineGroupCompletesAtOnceAndServesLater(t *testing.T) {
 		}
 	})
 }
+
+func TestLargeGroupIsAuditedWithinBounds(t *testing.T) {
+	db := storetest.SQLite(t)
+	e := newEnv(t, db)
+	// 1,200 names of 63 characters: more than the 64 KiB an audit event
+	// may carry.
+	var long []string
+	for i := 0; i < 1200; i++ {
+		long = append(long, fmt.Sprintf("%s-%04d", strings.Repeat("d", 58), i))
+	}
+	names := seedDevices(t, db, long, e.clock.Now())
+	g, unresolved, err := e.r.CreateGroup(e.ctx, "user:ann", "copy", append(names, "ghost-1"))
+	if err != nil || g.Size != 1200 || len(unresolved) != 1 {
+		t.Fatalf("CreateGroup(1201 names) = size %d, unresolved %v, %v", g.Size, unresolved, err)
+	}
+	evs, _, err := db.ListAudit(e.ctx, store.AuditFilter{Type: "group.created", Subject: "copy"}, store.Page{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("group.created events = %d, %v", len(evs), err)
+	}
+	var data struct {
+		Devices    map[string]any `json:"devices"`
+		Unresolved map[string]any `json:"unresolved"`
+	}
+	if err := json.Unmarshal(evs[0].Data, &data); err != nil || data.Devices["count"] != 1200.0 || data.Devices["sha256"] == nil ||
+		fmt.Sprint(data.Unresolved["names"]) != "[ghost-1]" {
+		t.Errorf("group.created data = %s", evs[0].Data)
+	}
+}

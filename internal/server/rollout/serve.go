@@ -158,6 +158,9 @@ func (r *Runner) assign(ctx context.Context, h store.HeldAssignment, installed [
 		h.Device = next
 		return nil
 	})
+	if err == nil {
+		r.recheckEpoch()
+	}
 	return h, err
 }
 
@@ -262,5 +265,8 @@ func (r *Runner) ReportStatus(ctx context.Context, device string, rep Status) er
 		return err
 	})
 	r.forget(device)
+	if err == nil {
+		r.recheckEpoch() // the rollout may have moved on: see it on the next heartbeat
+	}
 	return err
 }
