@@ -13,6 +13,7 @@ import (
 type GroupService interface {
 	CreateGroup(ctx context.Context, actor, name string, devices []string) (rollout.GroupView, []string, error)
 	ChangeGroup(ctx context.Context, actor, name string, add bool, devices []string) (rollout.GroupView, []string, error)
+	ReplaceGroup(ctx context.Context, actor, name string, devices []string) (rollout.GroupView, []string, error)
 	DeleteGroup(ctx context.Context, actor, name string) error
 	Group(ctx context.Context, name string) (rollout.GroupView, error)
 	Groups(ctx context.Context, p store.Page) ([]rollout.GroupView, int, error)
@@ -28,6 +29,7 @@ func (a *API) registerGroups(mux *http.ServeMux) {
 	a.handle(mux, "GET /api/v1/groups", GroupsRead, a.listGroups)
 	a.handle(mux, "GET /api/v1/groups/{name}", GroupsRead, a.getGroup)
 	a.handle(mux, "POST /api/v1/groups/{name}/members", GroupsWrite, a.changeGroup)
+	a.handle(mux, "PUT /api/v1/groups/{name}/members", GroupsWrite, a.replaceGroup)
 	a.handle(mux, "DELETE /api/v1/groups/{name}", GroupsWrite, a.deleteGroup)
 }
 
@@ -127,6 +129,25 @@ func (a *API) changeGroup(w http.ResponseWriter, r *http.Request, p Principal) e
 		res.Unresolved = nonNil(un)
 	}
 	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// replaceGroup takes {"devices":[…]}: the new membership.
+func (a *API) replaceGroup(w http.ResponseWriter, r *http.Request, p Principal) error {
+	if a.groups == nil {
+		return errNoGroups
+	}
+	var req struct {
+		Devices []string `json:"devices"`
+	}
+	if err := decodeJSON(w, r, maxGroupBody, &req); err != nil {
+		return err
+	}
+	g, unresolved, err := a.groups.ReplaceGroup(r.Context(), p.Actor(), r.PathValue("name"), req.Devices)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, groupResult{Group: g, Unresolved: nonNil(unresolved)})
 	return nil
 }
 

@@ -95,6 +95,12 @@ func TestGroupsREST(t *testing.T) {
 		if diff := cmp.Diff([]string{"items", "limit", "offset", "total"}, keysOf(t, r.body)); diff != "" || !strings.Contains(string(r.body), `"total":1`) {
 			t.Errorf("list groups = %s", r.body)
 		}
+		r = e.admin("PUT", "/api/v1/groups/line/members", map[string]any{"devices": []string{"d1", "ghost"}})
+		e.want(r, http.StatusOK, "replace members")
+		if got := string(r.body); !strings.Contains(got, `"devices":["d1"]`) || !strings.Contains(got, `"unresolved":["ghost"]`) {
+			t.Errorf("replace members = %s", got)
+		}
+		e.want(e.admin("PUT", "/api/v1/groups/nope/members", map[string]any{"devices": []string{"d1"}}), http.StatusNotFound, "replace members of a missing group")
 		e.want(e.admin("DELETE", "/api/v1/groups/line", nil), http.StatusNoContent, "delete group")
 		e.want(e.admin("GET", "/api/v1/groups/line", nil), http.StatusNotFound, "deleted group")
 	})

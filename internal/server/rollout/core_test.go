@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
+
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/states"
 )
@@ -421,5 +423,27 @@ func TestTransitionDoesNotMutateInput(t *testing.T) {
 	}
 	if _, _, err := Transition(s, Moved{Wave: 0, From: states.Healthy, To: states.Failed}, t0); err == nil {
 		t.Error("Moved from a state with no device: want an error")
+	}
+}
+
+func TestPreviousVersion(t *testing.T) {
+	inst := func(v, prev string) []*devicev1.InstalledArtifact {
+		return []*devicev1.InstalledArtifact{{Name: "other", Version: "9"}, {Name: "app", Version: v, PreviousVersion: prev}}
+	}
+	tests := []struct {
+		installed []*devicev1.InstalledArtifact
+		want      string
+	}{
+		{nil, ""},
+		{inst("1.0", ""), "1.0"},
+		{inst("2.0", "1.0"), "1.0"}, // already on the target: its previous
+		{inst("2.0", ""), ""},
+		{inst("../../etc", ""), ""},
+		{inst("2.0", "2.0"), ""},
+	}
+	for _, tt := range tests {
+		if got := previousVersion(tt.installed, "app", "2.0"); got != tt.want {
+			t.Errorf("previousVersion(%v) = %q, want %q", tt.installed, got, tt.want)
+		}
 	}
 }

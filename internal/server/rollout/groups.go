@@ -116,6 +116,31 @@ func (r *Runner) ChangeGroup(ctx context.Context, actor, name string, add bool, 
 	return groupViewOf(g), left, err
 }
 
+// ReplaceGroup sets the members of a group and returns it with the names
+// that did not resolve.
+func (r *Runner) ReplaceGroup(ctx context.Context, actor, name string, devices []string) (GroupView, []string, error) {
+	if err := ValidateGroupName(name); err != nil {
+		return GroupView{}, nil, errdefs.NotFound(fmt.Sprintf("group %s not found", truncate(name)))
+	}
+	if err := checkNames(devices); err != nil {
+		return GroupView{}, nil, err
+	}
+	var g store.Group
+	var unresolved []string
+	err := r.db.Tx(ctx, func(tx *store.Tx) (err error) {
+		if unresolved, err = tx.SetGroupMembers(ctx, name, devices); err != nil {
+			return err
+		}
+		if g, err = tx.GetGroup(ctx, name); err != nil {
+			return err
+		}
+		_, err = tx.AppendAudit(ctx, store.Event{Actor: actor, Type: "group.members_replaced", Subject: name,
+			Data: map[string]any{"devices": auditNames(g.Members), "unresolved": auditNames(unresolved)}})
+		return err
+	})
+	return groupViewOf(g), unresolved, err
+}
+
 // DeleteGroup removes a group; rollouts keep their stored partition.
 func (r *Runner) DeleteGroup(ctx context.Context, actor, name string) error {
 	if err := ValidateGroupName(name); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/healthprobe"
+	"github.com/meshanics/meshanics/internal/names"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/states"
 )
@@ -172,10 +173,14 @@ func previousVersion(installed []*devicev1.InstalledArtifact, name, target strin
 		if ia.GetName() != name {
 			continue
 		}
-		if ia.GetVersion() != target {
-			return ia.GetVersion()
+		v := ia.GetVersion()
+		if v == target {
+			v = ia.GetPreviousVersion()
 		}
-		return ia.GetPreviousVersion()
+		if names.ValidateVersion(v) != nil || v == target {
+			return "" // device-reported text: keep only a well-formed other version
+		}
+		return v
 	}
 	return ""
 }

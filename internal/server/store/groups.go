@@ -127,6 +127,22 @@ func (tx *Tx) AddGroupMembers(ctx context.Context, name string, devices []string
 	return unresolved, tx.insertMembers(ctx, name, found)
 }
 
+// SetGroupMembers replaces the members of a group with the resolvable
+// devices and returns the unresolved names.
+func (tx *Tx) SetGroupMembers(ctx context.Context, name string, devices []string) (unresolved []string, err error) {
+	if err := tx.touchGroup(ctx, name); err != nil {
+		return nil, err
+	}
+	found, unresolved, err := tx.ResolveDevices(ctx, devices)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM group_members WHERE group_name = ?", name); err != nil {
+		return nil, fmt.Errorf("replace group members: %w", err)
+	}
+	return unresolved, tx.insertMembers(ctx, name, found)
+}
+
 // RemoveGroupMembers removes devices from a group and returns the names
 // that were not members.
 func (tx *Tx) RemoveGroupMembers(ctx context.Context, name string, devices []string) (notMembers []string, err error) {

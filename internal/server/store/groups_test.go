@@ -137,3 +137,35 @@ func TestResolveDevicesManyNames(t *testing.T) {
 		}
 	})
 }
+
+func TestSetGroupMembers(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		for _, n := range []string{"a", "b", "c"} {
+			addTestDevice(t, db, n, "active", time.Now())
+		}
+		err := db.Tx(ctx, func(tx *store.Tx) error {
+			if _, err := tx.CreateGroup(ctx, "g", []string{"a", "b"}, "x"); err != nil {
+				return err
+			}
+			un, err := tx.SetGroupMembers(ctx, "g", []string{"c", "b", "zz"})
+			if err != nil {
+				return err
+			}
+			members, err := tx.GroupMembers(ctx, "g")
+			if err != nil {
+				return err
+			}
+			if diff := cmp.Diff([]string{"b", "c"}, members); diff != "" || !cmp.Equal(un, []string{"zz"}) {
+				t.Errorf("SetGroupMembers: members (-want +got):\n%s unresolved %v", diff, un)
+			}
+			if _, err := tx.SetGroupMembers(ctx, "nope", nil); !errors.Is(err, errdefs.ErrNotFound) {
+				t.Errorf("SetGroupMembers(missing) = %v", err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
