@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/meshanics/meshanics/internal/agent/execx"
@@ -200,5 +201,26 @@ func TestFailingReloadIsAnError(t *testing.T) {
 	next := stageConfig(t, "x", filepath.Join(app, "a.conf"), "0644", &artifact.Reload{Exec: []string{falseBin}})
 	if err := pl.Activate(context.Background(), next, nil); err == nil {
 		t.Error("Activate with failing reload = nil error")
+	}
+}
+
+func TestPlaceRechecksTheOpenedDirectory(t *testing.T) {
+	root, app := tree(t)
+	p := Policy{Dest: []string{app}}
+	// Check passed for app/sub; then sub is swapped for a symlink outside.
+	sub := filepath.Join(app, "sub")
+	os.RemoveAll(sub)
+	if err := os.Symlink(filepath.Join(root, "outside"), sub); err != nil {
+		t.Fatal(err)
+	}
+	err := place(filepath.Join(sub, "x.conf"), strings.NewReader("evil"), 0o644, [2]int{-1, -1}, p.checkRealDir)
+	if !errors.Is(err, errdefs.ErrPermission) {
+		t.Errorf("place through a swapped directory = %v, want ErrPermission", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "outside")); len(ents) != 0 {
+		t.Errorf("written outside: %v", ents)
+	}
+	if err := place(filepath.Join(app, "ok.conf"), strings.NewReader("ok"), 0o644, [2]int{-1, -1}, p.checkRealDir); err != nil {
+		t.Errorf("place inside = %v", err)
 	}
 }

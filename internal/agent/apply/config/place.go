@@ -77,7 +77,7 @@ func (p *Placer) Activate(ctx context.Context, next, _ *statefile.Artifact) erro
 	if m != nil && m.Existed {
 		owner = [2]int{m.UID, m.GID}
 	}
-	if err := place(dest, src, fs.FileMode(mode), owner); err != nil {
+	if err := place(dest, src, fs.FileMode(mode), owner, p.Policy.checkRealDir); err != nil {
 		return err
 	}
 	p.crashpoint("config:placed")
@@ -222,18 +222,25 @@ func restore(dest, dir string, m *meta) error {
 		return fmt.Errorf("restore %s: %w", dest, err)
 	}
 	defer src.Close()
-	return place(dest, src, m.Mode, [2]int{m.UID, m.GID})
+	return place(dest, src, m.Mode, [2]int{m.UID, m.GID}, nil)
 }
 
 // place writes src to a temp file in dest's directory (opened as an
 // os.Root, so no symlink can lead the write elsewhere), sets mode and
 // owner, fsyncs and renames it over dest, then fsyncs the directory.
-func place(dest string, src io.Reader, mode fs.FileMode, owner [2]int) error {
+func place(dest string, src io.Reader, mode fs.FileMode, owner [2]int, checkDir func(string) error) error {
 	root, err := os.OpenRoot(filepath.Dir(dest))
 	if err != nil {
 		return fmt.Errorf("place %s: %w", dest, err)
 	}
 	defer root.Close()
+	if checkDir != nil {
+		// The directory actually opened, whatever happened to the path
+		// since Check, must still be inside the allowlist.
+		if err := checkDir(openedDir(root)); err != nil {
+			return err
+		}
+	}
 	base := filepath.Base(dest)
 	if fi, err := root.Lstat(base); err == nil && !fi.Mode().IsRegular() {
 		return fmt.Errorf("place %s: destination is not a regular file", dest)
@@ -274,6 +281,21 @@ func place(dest string, src io.Reader, mode fs.FileMode, owner [2]int) error {
 	}
 	done = true
 	return statefile.SyncDir(filepath.Dir(dest))
+}
+
+// openedDir is the real path of the directory root holds ("" if unknown,
+// which no allowlist accepts).
+func openedDir(root *os.Root) string {
+	d, err := root.Open(".")
+	if err != nil {
+		return ""
+	}
+	defer d.Close()
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", d.Fd()))
+	if err != nil {
+		return ""
+	}
+	return real
 }
 
 // cleanTemps removes temp files a crash left beside dest.

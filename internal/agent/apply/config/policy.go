@@ -74,6 +74,24 @@ func (p Policy) checkDest(dest string) error {
 	return fmt.Errorf("config: %w: destination %s is not under an allowed prefix (-allow-config-dest)", errdefs.ErrPermission, dest)
 }
 
+// checkRealDir accepts a resolved directory inside an allowed prefix (or
+// inside the prefix's own real path).
+func (p Policy) checkRealDir(real string) error {
+	for _, pre := range p.Dest {
+		if !filepath.IsAbs(pre) || filepath.Clean(pre) != pre {
+			continue
+		}
+		realPre, err := filepath.EvalSymlinks(pre)
+		if err != nil {
+			realPre = pre
+		}
+		if real != "" && (inside(real, pre) || inside(real, realPre)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("config: %w: directory %q is outside the allowed prefixes", errdefs.ErrPermission, real)
+}
+
 func (p Policy) checkReload(r *artifact.Reload) error {
 	switch {
 	case r == nil || (r.SystemdUnit == "" && len(r.Exec) == 0):
