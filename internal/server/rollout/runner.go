@@ -58,6 +58,7 @@ type Runner struct {
 	mu      sync.Mutex
 	epoch   int64
 	epochAt time.Time
+	sweptAt time.Time
 	cache   map[string]cacheEntry
 
 	// artMu guards arts, a cache of immutable artifact records.

@@ -452,3 +452,35 @@ func TestLargeGroupIsAuditedWithinBounds(t *testing.T) {
 		t.Errorf("group.created data = %s", evs[0].Data)
 	}
 }
+
+func TestCacheForgetsIdleDevicesAndSeesOtherReplicas(t *testing.T) {
+	db := storetest.SQLite(t)
+	e := newEnv(t, db)
+	devs := e.devices("g", 2)
+	other, err := New(Config{DB: db, Artifacts: db, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := e.heartbeat(e.r, devs[0]); a != nil {
+		t.Fatal("served before any rollout")
+	}
+	// Another replica creates a rollout: this one sees it once its epoch
+	// check is due, without any local change.
+	if _, err := other.Create(e.ctx, "user:ann", CreateRequest{Artifact: "app@2.0", Group: "g",
+		Probe: json.RawMessage(`{"type":"file","target":"/ok"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Add(2 * time.Second)
+	if a := e.heartbeat(e.r, devs[0]); a == nil {
+		t.Fatal("rollout created on another replica not seen after the epoch interval")
+	}
+	e.clock.Add(3 * time.Minute)
+	e.heartbeat(e.r, devs[1])
+	e.r.mu.Lock()
+	_, stale := e.r.cache[devs[0]]
+	n := len(e.r.cache)
+	e.r.mu.Unlock()
+	if stale || n != 1 {
+		t.Errorf("cache after the TTL holds %d entries (idle device kept: %v), want only the device just seen", n, stale)
+	}
+}

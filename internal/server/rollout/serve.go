@@ -61,6 +61,16 @@ func (r *Runner) cached(ctx context.Context, device string, now time.Time) (cach
 			r.epoch = e
 		}
 		r.epochAt = now
+		if now.Sub(r.sweptAt) >= r.cacheTTL {
+			// Forget devices not heard from within the TTL (gone to
+			// another replica, or offline), so the map tracks live devices.
+			for d, c := range r.cache {
+				if now.Sub(c.at) >= r.cacheTTL {
+					delete(r.cache, d)
+				}
+			}
+			r.sweptAt = now
+		}
 	}
 	c, ok := r.cache[device]
 	if !ok || now.Sub(c.at) >= r.cacheTTL || now.Before(c.at) {
