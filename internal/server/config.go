@@ -27,9 +27,12 @@ type Config struct {
 	// starts read it from the CA certificate.
 	Fleet             string
 	HeartbeatInterval time.Duration
-	DeviceCertTTL     time.Duration
-	AgentDir          string
-	LogLevel          string
+	// HeartbeatBudget is the heartbeats per second this replica aims to
+	// stay under by widening the interval it hands out (0 = never widen).
+	HeartbeatBudget float64
+	DeviceCertTTL   time.Duration
+	AgentDir        string
+	LogLevel        string
 	// ShutdownTimeout bounds the graceful stop of the listeners.
 	ShutdownTimeout time.Duration
 	// Now is the clock of every part (TLS verification, tokens,
@@ -83,6 +86,7 @@ func ParseFlags(name string, args []string, out io.Writer) (Config, error) {
 		fs.StringVar(&c.DeviceAddr, "device-addr", DefaultDeviceAddr, "`address` of the device gRPC listener (mutual TLS)")
 		fs.StringVar(&c.RepoAddr, "repo-addr", DefaultRepoAddr, "`address` of the update repository listener (mutual TLS)")
 		fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", DefaultHeartbeatInterval, "base heartbeat `interval` handed to devices")
+		fs.Float64Var(&c.HeartbeatBudget, "heartbeat-budget", 0, "heartbeats per `second` this replica aims to stay under: the interval handed out widens as the fleet grows (never below -heartbeat-interval); 0 = off")
 		fs.DurationVar(&c.DeviceCertTTL, "device-cert-ttl", ca.DefaultDeviceTTL, "validity of device certificates")
 		fs.StringVar(&c.AgentDir, "agent-dir", "", "`directory` holding meshanics-agent-linux-{amd64,arm64} for /downloads")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful stop may take")
@@ -128,6 +132,9 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatInterval < time.Second || c.HeartbeatInterval > time.Hour {
 		return errors.New("-heartbeat-interval must be between 1s and 1h")
+	}
+	if c.HeartbeatBudget < 0 || c.HeartbeatBudget > 1e6 || c.HeartbeatBudget != c.HeartbeatBudget {
+		return errors.New("-heartbeat-budget must be between 0 (off) and 1000000 heartbeats/s")
 	}
 	if c.DeviceCertTTL < ca.MinDeviceTTL || c.DeviceCertTTL > ca.MaxDeviceTTL {
 		return fmt.Errorf("-device-cert-ttl must be between %v and %v", ca.MinDeviceTTL, ca.MaxDeviceTTL)

@@ -183,6 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		Fleet: s.ca.Fleet(), Identity: s.ca, Devices: s.db, Logs: s.db, Renewer: s.enroll, Changes: s.db,
 		Assignments: s.rollouts, Status: s.rollouts,
 		Log: log, Registry: s.registry, Now: s.now, HeartbeatInterval: cfg.HeartbeatInterval,
+		HeartbeatBudget: cfg.HeartbeatBudget,
 		// last_seen reaches the store within half an interval (at most 5 s),
 		// so presence in the operator API lags by less than one heartbeat.
 		FlushInterval: min(5*time.Second, cfg.HeartbeatInterval/2),

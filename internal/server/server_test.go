@@ -114,6 +114,7 @@ func TestParseFlags(t *testing.T) {
 		{"-data-dir", "d"},
 		{"-data-dir", "d", "-public-host", "cp.example.com", "-public-host", "10.0.0.1"},
 		{"-data-dir", "d", "-database", "postgres://u@h/db", "-dev"},
+		{"-data-dir", "d", "-heartbeat-budget", "3300"},
 	}
 	for _, a := range good {
 		if _, err := ParseFlags("serve", a, io.Discard); err != nil {
@@ -126,6 +127,8 @@ func TestParseFlags(t *testing.T) {
 		{"-database", "mysql://x"},
 		{"-web-addr", "8443"},
 		{"-heartbeat-interval", "10ms"},
+		{"-heartbeat-budget", "-1"},
+		{"-heartbeat-budget", "NaN"},
 		{"-device-cert-ttl", "1m"},
 		{"-fleet", "Bad Fleet"},
 		{"extra"},
