@@ -150,3 +150,17 @@ func FuzzParseStrategy(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseProbe(f *testing.F) {
+	f.Add([]byte(`{"type":"http","target":"http://127.0.0.1:8080/healthz","timeout_seconds":5}`))
+	f.Add([]byte(`{"type":"exec","target":"/usr/bin/true","args":["-x"]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParseProbe(data)
+		if err != nil {
+			return
+		}
+		if err := p.Validate(); err != nil || p.Attempts == 0 || p.TimeoutSeconds == 0 {
+			t.Fatalf("ParseProbe accepted %+v (%v)", p, err)
+		}
+	})
+}
