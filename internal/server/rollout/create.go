@@ -79,13 +79,11 @@ func (r *Runner) Create(ctx context.Context, actor string, req CreateRequest) (V
 	strategyJSON, _ := json.Marshal(strategy)
 	var out store.Rollout
 	err = r.db.Tx(ctx, func(tx *store.Tx) error {
-		if _, err := tx.GetGroup(ctx, req.Group); err != nil {
-			return err
-		}
-		members, err := tx.GroupMembers(ctx, req.Group)
+		g, err := tx.GetGroup(ctx, req.Group)
 		if err != nil {
 			return err
 		}
+		members := g.Members
 		if len(members) == 0 {
 			return errdefs.Invalid(fmt.Sprintf("group %s has no devices", req.Group))
 		}
