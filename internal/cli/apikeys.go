@@ -37,33 +37,11 @@ func apiKeysList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("api-keys"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[apiKey]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "ID\tNAME\tROLE\tOWNER\tCREATED\tLAST USED")
-	for _, k := range l.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Role, dash(k.Owner), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("api-keys"), q, "ID\tNAME\tROLE\tOWNER\tCREATED\tLAST USED", func(k apiKey) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Name, k.Role, dash(k.Owner), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt))
+	})
 }
 
 func apiKeysCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {

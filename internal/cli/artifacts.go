@@ -230,10 +230,6 @@ func artifactsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
 	if *kind != "" {
@@ -242,27 +238,9 @@ func artifactsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if *name != "" {
 		q.Set("name", *name)
 	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("artifacts"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[artifactInfo]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "ARTIFACT\tKIND\tLENGTH\tSHA256\tPUBLISHED\tBY")
-	for _, ai := range l.Items {
-		fmt.Fprintf(tw, "%s@%s\t%s\t%d\t%.16s…\t%s\t%s\n", ai.Name, ai.Version, ai.Kind, ai.Length, ai.SHA256, fmtTime(ai.CreatedAt), ai.PublishedBy)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("artifacts"), q, "ARTIFACT\tKIND\tLENGTH\tSHA256\tPUBLISHED\tBY", func(ai artifactInfo) string {
+		return fmt.Sprintf("%s@%s\t%s\t%d\t%.16s…\t%s\t%s", ai.Name, ai.Version, ai.Kind, ai.Length, ai.SHA256, fmtTime(ai.CreatedAt), ai.PublishedBy)
+	})
 }
 
 func artifactsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {

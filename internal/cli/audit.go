@@ -34,10 +34,6 @@ func auditList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) err
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	for k, v := range map[string]string{"type": *typ, "actor": *actor, "subject": *subject} {
 		if v != "" {
@@ -45,31 +41,13 @@ func auditList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) err
 		}
 	}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("audit"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[auditchain.Event]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tTYPE\tSUBJECT\tDATA")
-	for _, e := range l.Items {
+	return printList(ctx, a, apiPath("audit"), q, "SEQ\tTIME\tACTOR\tTYPE\tSUBJECT\tDATA", func(e auditchain.Event) string {
 		data := string(e.Data)
 		if len(data) > 80 {
 			data = data[:77] + "..."
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, fmtTime(e.Time), e.Actor, e.Type, dash(e.Subject), dash(data))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+		return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s", e.Seq, fmtTime(e.Time), e.Actor, e.Type, dash(e.Subject), dash(data))
+	})
 }
 
 func auditExport(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {

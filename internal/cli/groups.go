@@ -119,31 +119,11 @@ func groupsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) er
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("groups"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[groupInfo]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "NAME\tDEVICES\tCREATED BY\tUPDATED")
-	for _, g := range l.Items {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", g.Name, g.Size, g.CreatedBy, fmtTime(g.UpdatedAt))
-	}
-	tw.Flush()
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("groups"), q, "NAME\tDEVICES\tCREATED BY\tUPDATED", func(g groupInfo) string {
+		return fmt.Sprintf("%s\t%d\t%s\t%s", g.Name, g.Size, g.CreatedBy, fmtTime(g.UpdatedAt))
+	})
 }
 
 func groupsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -103,4 +106,35 @@ func (p *pageFlags) query(q map[string][]string) {
 	if p.offset > 0 {
 		q["offset"] = []string{fmt.Sprint(p.offset)}
 	}
+}
+
+// printList fetches one page of the list at path and prints the body
+// unchanged (-o json) or as a table: header, then row(item) for each item.
+// Rows and header are tab-separated columns.
+func printList[T any](ctx context.Context, a *app, path string, q url.Values, header string, row func(T) string) error {
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, http.MethodGet, path, q, nil)
+	if err != nil {
+		return err
+	}
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var l list[T]
+	if err := decodeBody(resp, &l); err != nil {
+		return err
+	}
+	tw := a.table()
+	fmt.Fprintln(tw, header)
+	for _, it := range l.Items {
+		fmt.Fprintln(tw, row(it))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	a.listFooter(len(l.Items), l.Total, l.Offset)
+	return nil
 }

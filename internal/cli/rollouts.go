@@ -190,34 +190,14 @@ func rolloutsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
 	if *state != "" {
 		q.Set("state", *state)
 	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("rollouts"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[rolloutInfo]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "ID\tARTIFACT\tGROUP\tSTATE\tDEVICES\tFAILURES\tCREATED")
-	for _, r := range l.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.ID, r.Artifact, r.Group, r.State, r.devices(), r.Failures, fmtTime(r.CreatedAt))
-	}
-	tw.Flush()
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("rollouts"), q, "ID\tARTIFACT\tGROUP\tSTATE\tDEVICES\tFAILURES\tCREATED", func(r rolloutInfo) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%s", r.ID, r.Artifact, r.Group, r.State, r.devices(), r.Failures, fmtTime(r.CreatedAt))
+	})
 }
 
 func rolloutsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -243,31 +223,11 @@ func rolloutsDevices(ctx context.Context, a *app, fs *flag.FlagSet, args []strin
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("rollouts", pos[0], "devices"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[rolloutDeviceInfo]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "DEVICE\tWAVE\tSTATE\tUPDATED\tDETAIL")
-	for _, d := range l.Items {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", d.Device, d.Wave, d.State, fmtTime(d.UpdatedAt), dash(d.Detail))
-	}
-	tw.Flush()
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("rollouts", pos[0], "devices"), q, "DEVICE\tWAVE\tSTATE\tUPDATED\tDETAIL", func(d rolloutDeviceInfo) string {
+		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s", d.Device, d.Wave, d.State, fmtTime(d.UpdatedAt), dash(d.Detail))
+	})
 }
 
 func rolloutsCommand(verb string) func(context.Context, *app, *flag.FlagSet, []string) error {

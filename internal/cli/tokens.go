@@ -96,33 +96,11 @@ func tokensList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) er
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("enrollment-tokens"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[tokenInfo]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "ID\tSTATE\tUSES LEFT\tEXPIRES\tTAGS\tREPLACE\tCREATED BY")
-	for _, t := range l.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\n", t.ID, t.State, t.UsesLeft, t.Uses, fmtTime(t.ExpiresAt), fmtTags(t.Tags), strconv.FormatBool(t.Replace), t.CreatedBy)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("enrollment-tokens"), q, "ID\tSTATE\tUSES LEFT\tEXPIRES\tTAGS\tREPLACE\tCREATED BY", func(t tokenInfo) string {
+		return fmt.Sprintf("%s\t%s\t%d/%d\t%s\t%s\t%s\t%s", t.ID, t.State, t.UsesLeft, t.Uses, fmtTime(t.ExpiresAt), fmtTags(t.Tags), strconv.FormatBool(t.Replace), t.CreatedBy)
+	})
 }
 
 func tokensRevoke(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {

@@ -36,33 +36,11 @@ func usersList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) err
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	pf.query(q)
-	resp, err := c.do(ctx, http.MethodGet, apiPath("users"), q, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var l list[user]
-	if err := decodeBody(resp, &l); err != nil {
-		return err
-	}
-	tw := a.table()
-	fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
-	for _, u := range l.Items {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, fmtTime(u.CreatedAt))
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	a.listFooter(len(l.Items), l.Total, l.Offset)
-	return nil
+	return printList(ctx, a, apiPath("users"), q, "NAME\tROLE\tCREATED", func(u user) string {
+		return fmt.Sprintf("%s\t%s\t%s", u.Name, u.Role, fmtTime(u.CreatedAt))
+	})
 }
 
 func usersCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
