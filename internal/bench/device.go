@@ -1,0 +1,252 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
+)
+
+// device is one simulated device: its own P-256 key and the certificate the
+// real enrollment endpoint issued for it.
+type device struct {
+	name       string
+	cert       tls.Certificate
+	deviceAddr string // from the enrollment response
+	conn       *grpc.ClientConn
+	client     devicev1.DeviceServiceClient
+}
+
+type enrollRequest struct {
+	Token        string            `json:"token"`
+	Name         string            `json:"name"`
+	CSRPEM       string            `json:"csr_pem"`
+	Hardware     map[string]any    `json:"hardware"`
+	Tags         map[string]string `json:"tags"`
+	AgentVersion string            `json:"agent_version"`
+}
+
+type enrollResponse struct {
+	Device         string `json:"device"`
+	CertificatePEM string `json:"certificate_pem"`
+	Config         struct {
+		Server         string `json:"server"`
+		ArtifactServer string `json:"artifact_server"`
+	} `json:"config"`
+	TrustAnchor json.RawMessage `json:"trust_anchor"`
+}
+
+// enroller enrolls devices against one web URL, spreading connections
+// over several loopback source addresses when the server is local: the
+// enrollment endpoint rate-limits per address (100/s), and a real fleet
+// enrolls from many addresses.
+type enroller struct {
+	webURL  string
+	token   string
+	clients []*http.Client
+	next    atomic.Uint64
+}
+
+func newEnroller(webURL, token string, caPEM []byte) *enroller {
+	e := &enroller{webURL: webURL, token: token}
+	u, _ := url.Parse(webURL)
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
+		for i := range 32 {
+			e.clients = append(e.clients, httpClient(caPEM, net.IPv4(127, 0, 1, byte(i+1))))
+		}
+	} else {
+		e.clients = []*http.Client{httpClient(caPEM, nil)}
+	}
+	return e
+}
+
+func (e *enroller) close() {
+	for _, c := range e.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// enroll generates a key, sends the CSR and returns the enrolled device.
+func (e *enroller) enroll(ctx context.Context, name string) (*device, enrollResponse, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, enrollResponse{}, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, enrollResponse{}, err
+	}
+	body, _ := json.Marshal(enrollRequest{
+		Token: e.token, Name: name, AgentVersion: "bench",
+		CSRPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		Hardware: map[string]any{"arch": "amd64", "os": "linux", "cpu_cores": 4},
+		Tags:     map[string]string{"bench": "1"},
+	})
+	c := e.clients[e.next.Add(1)%uint64(len(e.clients))]
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.webURL+"/api/v1/enroll", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = c.Do(req)
+		if err != nil {
+			return nil, enrollResponse{}, err
+		}
+		if resp.StatusCode != http.StatusTooManyRequests || attempt == 20 {
+			break
+		}
+		resp.Body.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return nil, enrollResponse{}, fmt.Errorf("enroll %s: HTTP %d: %s", name, resp.StatusCode, tailString(string(b), 300))
+	}
+	var er enrollResponse
+	if err := json.Unmarshal(b, &er); err != nil {
+		return nil, enrollResponse{}, fmt.Errorf("enroll %s: %w", name, err)
+	}
+	blk, _ := pem.Decode([]byte(er.CertificatePEM))
+	if blk == nil {
+		return nil, enrollResponse{}, fmt.Errorf("enroll %s: no certificate", name)
+	}
+	return &device{name: name, deviceAddr: er.Config.Server,
+		cert: tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: key}}, er, nil
+}
+
+// enrollAll enrolls names with conc requests in flight and returns the
+// devices in order and the wall time.
+func (e *enroller) enrollAll(ctx context.Context, names []string, conc int) ([]*device, enrollResponse, time.Duration, error) {
+	devs := make([]*device, len(names))
+	var (
+		first enrollResponse
+		once  sync.Once
+		errMu sync.Mutex
+		err1  error
+		next  atomic.Int64
+		wg    sync.WaitGroup
+	)
+	start := time.Now()
+	for range min(conc, len(names)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(names) || ctx.Err() != nil {
+					return
+				}
+				d, er, err := e.enroll(ctx, names[i])
+				if err != nil {
+					errMu.Lock()
+					if err1 == nil {
+						err1 = err
+					}
+					errMu.Unlock()
+					return
+				}
+				once.Do(func() { first = er })
+				devs[i] = d
+			}
+		})
+	}
+	wg.Wait()
+	if err1 == nil {
+		err1 = ctx.Err()
+	}
+	return devs, first, time.Since(start), err1
+}
+
+// dial opens the device's one long-lived mutual-TLS gRPC connection to
+// addr, with the agent's keepalive settings. Small transport buffers: a
+// simulator holds thousands of connections in one process.
+func (d *device) dial(addr string, caPEM []byte) error {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	host, _, _ := net.SplitHostPort(addr)
+	tc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{d.cert}}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second, PermitWithoutStream: true}),
+		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10),
+		grpc.WithSharedWriteBuffer(true),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+	)
+	if err != nil {
+		return err
+	}
+	d.conn, d.client = conn, devicev1.NewDeviceServiceClient(conn)
+	return nil
+}
+
+func (d *device) close() {
+	if d.conn != nil {
+		d.conn.Close()
+	}
+}
+
+// connectAll dials and registers every device (conc at a time) and returns
+// the interval the server handed out.
+func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byte, conc int) (time.Duration, error) {
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		err1     error
+		interval atomic.Int64
+	)
+	for range min(conc, len(devs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(devs) || ctx.Err() != nil {
+					return
+				}
+				d := devs[i]
+				err := d.dial(addrs[i%len(addrs)], caPEM)
+				var resp *devicev1.RegisterResponse
+				if err == nil {
+					rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+					resp, err = d.client.Register(rctx, &devicev1.RegisterRequest{AgentVersion: "bench"})
+					cancel()
+				}
+				if err != nil {
+					errMu.Lock()
+					if err1 == nil {
+						err1 = fmt.Errorf("device %s: %w", d.name, err)
+					}
+					errMu.Unlock()
+					return
+				}
+				interval.Store(resp.GetHeartbeatIntervalMs())
+			}
+		})
+	}
+	wg.Wait()
+	if err1 == nil {
+		err1 = ctx.Err()
+	}
+	if err1 == nil && interval.Load() <= 0 {
+		err1 = errors.New("register: no heartbeat interval")
+	}
+	return time.Duration(interval.Load()) * time.Millisecond, err1
+}
