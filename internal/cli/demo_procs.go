@@ -49,8 +49,9 @@ func demoBinaries(ctx context.Context, dir, out string) (string, bool, error) {
 	}
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", out+string(filepath.Separator), "./cmd/meshanics-server", "./cmd/meshanics-agent")
 	cmd.Dir = root
-	// The agent ships static (SPEC §1); the server does not need cgo either.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	// Same environment as the `go run` that started meshctl, so the build
+	// reuses its cache (a static CGO_ENABLED=0 agent matters for shipping,
+	// not for a local demo).
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", false, fmt.Errorf("go build in %s: %v\n%s", root, err, tail(string(b), 4000))
 	}
