@@ -26,7 +26,7 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/identity"
 	"github.com/meshanics/meshanics/internal/agent/identity/testca"
 	"github.com/meshanics/meshanics/internal/agent/logring"
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
@@ -163,11 +163,11 @@ func newDevice(t testing.TB, ca *testca.CA, notBefore time.Time, ttl time.Durati
 	must(err)
 	d.key = k
 	kb, _ := identity.EncodeKey(k)
-	must(statefile.WriteFile(filepath.Join(d.configDir, enroll.KeyFile), kb, 0o600))
+	must(atomicfile.WriteFile(filepath.Join(d.configDir, enroll.KeyFile), kb, 0o600))
 	d.certPEM = ca.Device(t, "dev1", &k.PublicKey, notBefore, ttl)
-	must(statefile.WriteFile(filepath.Join(d.configDir, enroll.CertFile), d.certPEM, 0o644))
-	must(statefile.WriteFile(filepath.Join(d.configDir, enroll.CAFile), ca.PEM, 0o644))
-	must(statefile.WriteFile(filepath.Join(d.configDir, enroll.RootFile), []byte(`{"signed":{}}`), 0o644))
+	must(atomicfile.WriteFile(filepath.Join(d.configDir, enroll.CertFile), d.certPEM, 0o644))
+	must(atomicfile.WriteFile(filepath.Join(d.configDir, enroll.CAFile), ca.PEM, 0o644))
+	must(atomicfile.WriteFile(filepath.Join(d.configDir, enroll.RootFile), []byte(`{"signed":{}}`), 0o644))
 	d.trustDir = filepath.Join(base, "containers", "certs.d", "cp.test:9444")
 	must(os.MkdirAll(d.trustDir, 0o755))
 	must(os.WriteFile(filepath.Join(d.trustDir, "client.cert"), d.certPEM, 0o644))

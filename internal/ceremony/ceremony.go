@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -182,13 +183,13 @@ func (s *State) save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("encode targets: %w", err)
 	}
-	if err := WriteFileAtomic(filepath.Join(mdir, strconv.FormatInt(s.Root.Signed.Version, 10)+".root.json"), rb, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(mdir, strconv.FormatInt(s.Root.Signed.Version, 10)+".root.json"), rb, 0o644); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(mdir, "root.json"), rb, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(mdir, "root.json"), rb, 0o644); err != nil {
 		return err
 	}
-	return WriteFileAtomic(filepath.Join(mdir, "targets.json"), tb, 0o644)
+	return atomicfile.WriteFile(filepath.Join(mdir, "targets.json"), tb, 0o644)
 }
 
 // RotateRootOptions configures a root rotation. Zero values keep the
@@ -363,7 +364,7 @@ func Export(dir, out string) ([]string, error) {
 			return nil, fmt.Errorf("export %s: %w", n, err)
 		}
 		p := filepath.Join(out, n)
-		if err := WriteFileAtomic(p, data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(p, data, 0o644); err != nil {
 			return nil, err
 		}
 		written = append(written, p)

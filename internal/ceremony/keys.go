@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
@@ -84,7 +85,7 @@ func WriteKey(dir string, k *PrivateKey) error {
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	name := filepath.Join(dir, k.Role+"-"+k.ID[:16]+keyFileSuffix)
-	return WriteFileAtomic(name, data, 0o600)
+	return atomicfile.WriteFile(name, data, 0o600)
 }
 
 // LoadKeys reads every key file in dir. A missing directory yields no keys.
@@ -155,45 +156,6 @@ func RetireKey(dir string, k *PrivateKey) error {
 	name := k.Role + "-" + k.ID[:16] + keyFileSuffix
 	if err := os.Rename(filepath.Join(dir, name), filepath.Join(rdir, name)); err != nil {
 		return fmt.Errorf("retire key: %w", err)
-	}
-	return nil
-}
-
-// WriteFileAtomic writes data to name via a temp file in the same
-// directory: write, fsync, rename, fsync the directory.
-func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		return fmt.Errorf("write %s: %w", filepath.Base(name), err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/config"
 	"github.com/meshanics/meshanics/internal/agent/hardware"
 	"github.com/meshanics/meshanics/internal/agent/identity"
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // File names in the config dir (SPEC §4.1 device layout).
@@ -162,7 +162,7 @@ func loadOrCreateKey(path string) (*ecdsa.PrivateKey, bool, error) {
 	}
 	// The key is on disk before the request, so a retry after a lost
 	// response presents the same key (the same-key path of SPEC §2).
-	if err := statefile.WriteFile(path, b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return nil, false, err
 	}
 	return key, false, nil

@@ -16,7 +16,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/agent/config"
 	"github.com/meshanics/meshanics/internal/agent/identity"
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // creds are the checked parts of a response.
@@ -83,10 +83,10 @@ func checkResponse(r *Response, key *ecdsa.PrivateKey, c *config.Enroll, now tim
 // and agent.env. It reports whether an existing root.json was kept.
 func writeFiles(c *config.Enroll, r *Response, cr creds) (keptRoot bool, err error) {
 	dir := c.ConfigDir
-	if err := statefile.WriteFile(filepath.Join(dir, CertFile), cr.certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, CertFile), cr.certPEM, 0o644); err != nil {
 		return false, err
 	}
-	if err := statefile.WriteFile(filepath.Join(dir, CAFile), cr.caPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, CAFile), cr.caPEM, 0o644); err != nil {
 		return false, err
 	}
 	rootPath := filepath.Join(dir, RootFile)
@@ -98,7 +98,7 @@ func writeFiles(c *config.Enroll, r *Response, cr creds) (keptRoot bool, err err
 	case !errors.Is(statErr, fs.ErrNotExist):
 		return false, fmt.Errorf("root.json: %w", statErr)
 	case cr.root != nil:
-		if err := statefile.WriteFile(rootPath, cr.root, 0o644); err != nil {
+		if err := atomicfile.WriteFile(rootPath, cr.root, 0o644); err != nil {
 			return false, err
 		}
 		haveRoot = true
@@ -111,7 +111,7 @@ func writeFiles(c *config.Enroll, r *Response, cr creds) (keptRoot bool, err err
 	if err != nil {
 		return keptRoot, err
 	}
-	return keptRoot, statefile.WriteFile(filepath.Join(dir, AgentEnvFile), env, 0o600)
+	return keptRoot, atomicfile.WriteFile(filepath.Join(dir, AgentEnvFile), env, 0o600)
 }
 
 // renderEnv builds agent.env, the unit's EnvironmentFile. Values are kept

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // TrustRecordFile, in the config dir, lists the runtime trust directories
@@ -58,7 +58,7 @@ func writeTrustRecord(configDir string, r TrustRecord) error {
 	if err != nil {
 		return err
 	}
-	return statefile.WriteFile(filepath.Join(configDir, TrustRecordFile), append(b, '\n'), 0o644)
+	return atomicfile.WriteFile(filepath.Join(configDir, TrustRecordFile), append(b, '\n'), 0o644)
 }
 
 // writeTrustDirs installs caPEM, certPEM and keyPEM for hostPort under each
@@ -92,7 +92,7 @@ func writeTrustDirs(configDir string, bases []string, hostPort string, caPEM, ce
 			data []byte
 			mode os.FileMode
 		}{{trustCA, caPEM, 0o644}, {trustCert, certPEM, 0o644}, {trustKey, keyPEM, 0o600}} {
-			if err := statefile.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 				return dirs, fmt.Errorf("trust dir: %w", err)
 			}
 		}
@@ -113,7 +113,7 @@ func RefreshTrustDirs(configDir string, certPEM []byte) error {
 		if _, err := os.Stat(d); err != nil {
 			continue
 		}
-		if err := statefile.WriteFile(filepath.Join(d, trustCert), certPEM, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(d, trustCert), certPEM, 0o644); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/agent/identity/testca"
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 func TestKeyRoundTripAndCSR(t *testing.T) {
@@ -65,11 +65,11 @@ func writeCreds(t *testing.T, ca *testca.CA, ttl time.Duration) (dir string) {
 	dir = t.TempDir()
 	k, _ := GenerateKey()
 	kb, _ := EncodeKey(k)
-	if err := statefile.WriteFile(filepath.Join(dir, "device.key"), kb, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "device.key"), kb, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cb := ca.Device(t, "dev1", &k.PublicKey, time.Now().Add(-time.Minute), ttl)
-	if err := statefile.WriteFile(filepath.Join(dir, "device.crt"), cb, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "device.crt"), cb, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -134,10 +134,10 @@ func TestLoadMissingIsNoCredentials(t *testing.T) {
 
 func TestWriteFileAtomicMode(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "k")
-	if err := statefile.WriteFile(p, []byte("x"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(p, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := statefile.WriteFile(p, []byte("y"), 0o600); err != nil {
+	if err := atomicfile.WriteFile(p, []byte("y"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(p)

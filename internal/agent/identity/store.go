@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // Store is the device's live identity: the key (fixed for the device's life)
@@ -136,7 +136,7 @@ func (s *Store) Replace(certPEM []byte, roots *x509.CertPool, now time.Time) err
 	}); err != nil {
 		return fmt.Errorf("renewed certificate: %w", err)
 	}
-	if err := statefile.WriteFile(s.certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(s.certFile, certPEM, 0o644); err != nil {
 		return err
 	}
 	if err := s.set(certPEM); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
 	"github.com/meshanics/meshanics/internal/agent/statefile"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
@@ -88,7 +89,7 @@ func New(opts Options) (*Reconciler, error) {
 			return nil, fmt.Errorf("reconcile: %w", err)
 		}
 	}
-	if err := statefile.CleanTemps(dir); err != nil {
+	if err := atomicfile.CleanTemps(dir); err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	path := filepath.Join(dir, "journal.json")

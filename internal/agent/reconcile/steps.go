@@ -12,6 +12,7 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/apply/file"
 	"github.com/meshanics/meshanics/internal/agent/statefile"
 	"github.com/meshanics/meshanics/internal/agent/tufclient"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	"github.com/meshanics/meshanics/internal/errdefs"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
@@ -111,7 +112,7 @@ func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, stri
 	if err := os.Rename(file.PartialFile(staged), staged); err != nil {
 		return EvTransient, fmt.Sprintf("verification: %v", err)
 	}
-	if err := statefile.SyncDir(filepath.Dir(staged)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(staged)); err != nil {
 		return EvTransient, fmt.Sprintf("verification: %v", err)
 	}
 	r.crashpoint("did:stage")

@@ -1,8 +1,6 @@
-// Package statefile persists the agent's durable state crash-safely: every
-// write goes to a temp file in the same directory, is fsynced, renamed over
-// the target and the directory is fsynced, so after a crash or power loss
-// the file holds either the old or the new document, never a mix. It also
-// defines the update journal (journal.go). Imported by the agent's
+// Package statefile persists the agent's durable state crash-safely through
+// internal/atomicfile (the old or the new document after a crash, never a
+// mix) and defines the update journal (journal.go). Imported by the agent's
 // reconcile and apply packages.
 package statefile
 
@@ -14,68 +12,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // MaxBytes bounds a state document read back from disk.
 const MaxBytes = 4 << 20
-
-// WriteFile atomically replaces path with data at mode perm.
-func WriteFile(path string, data []byte, perm fs.FileMode) error {
-	return WriteFrom(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	}, perm)
-}
-
-// WriteFrom atomically replaces path with what fill writes, at mode perm.
-func WriteFrom(path string, fill func(io.Writer) error, perm fs.FileMode) error {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", base, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return fmt.Errorf("write %s: %w", base, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", base, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: sync: %w", base, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", base, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", base, err)
-	}
-	ok = true
-	return SyncDir(dir)
-}
-
-// SyncDir fsyncs a directory so a rename or unlink in it is durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
 
 // SaveJSON atomically writes v as JSON to path (mode 0600).
 func SaveJSON(path string, v any) error {
@@ -83,7 +25,7 @@ func SaveJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", filepath.Base(path), err)
 	}
-	return WriteFile(path, append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 // LoadJSON reads path into v. It reports false, nil when the file does not
@@ -108,19 +50,4 @@ func LoadJSON(path string, v any) (bool, error) {
 		return false, fmt.Errorf("load %s: %w", filepath.Base(path), err)
 	}
 	return true, nil
-}
-
-// CleanTemps removes temp files left in dir by a write interrupted by a
-// crash (names made by WriteFrom).
-func CleanTemps(dir string) error {
-	m, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
-	if err != nil {
-		return err
-	}
-	for _, p := range m {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("clean temp: %w", err)
-		}
-	}
-	return nil
 }

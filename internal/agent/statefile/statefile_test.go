@@ -1,8 +1,6 @@
 package statefile
 
 import (
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,26 +34,6 @@ func TestJournalRoundTrip(t *testing.T) {
 	}
 	left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*"))
 	if len(left) != 0 {
-		t.Errorf("temp files left behind: %v", left)
-	}
-}
-
-func TestWriteFromFailureLeavesOldFile(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	if err := WriteFile(p, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	err := WriteFrom(p, func(w io.Writer) error {
-		w.Write([]byte("half"))
-		return errors.New("disk on fire")
-	}, 0o644)
-	if err == nil {
-		t.Fatal("WriteFrom(failing fill) = nil error")
-	}
-	if b, _ := os.ReadFile(p); string(b) != "old" {
-		t.Errorf("after failed write file = %q, want %q", b, "old")
-	}
-	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".*")); len(left) != 0 {
 		t.Errorf("temp files left behind: %v", left)
 	}
 }

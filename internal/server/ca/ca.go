@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // File names under the PKI directory.
@@ -115,7 +117,7 @@ func Create(dir, fleet string, now func() time.Time) (*Authority, error) {
 	if err := writeKey(filepath.Join(dir, CAKeyFile), key); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(dir, CACertFile), encodeCert(der), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, CACertFile), encodeCert(der), 0o644); err != nil {
 		return nil, err
 	}
 	return Load(dir, now)

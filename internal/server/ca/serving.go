@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 const (
@@ -125,7 +127,7 @@ func (a *Authority) ServingCertificate(hosts []string) (tls.Certificate, error) 
 	if err := writeKey(keyPath, key); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeAtomic(certPath, encodeCert(der), 0o644); err != nil {
+	if err := atomicfile.WriteFile(certPath, encodeCert(der), 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
 	c, ok, err := a.loadServing(certPath, keyPath, h)

@@ -28,6 +28,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	"github.com/meshanics/meshanics/internal/ceremony"
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/store"
@@ -383,7 +384,7 @@ func (r *Repository) mirror(docs []store.TUFDoc) {
 		if d.Role == ceremony.RoleTimestamp {
 			name = "timestamp.json"
 		}
-		if err := ceremony.WriteFileAtomic(filepath.Join(r.repoDir, name), d.Body, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(r.repoDir, name), d.Body, 0o644); err != nil {
 			r.log.Warn("mirror metadata to disk", "file", name, "err", err)
 		}
 	}

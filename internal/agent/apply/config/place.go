@@ -16,6 +16,7 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/execx"
 	"github.com/meshanics/meshanics/internal/agent/statefile"
 	"github.com/meshanics/meshanics/internal/artifact"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 )
 
 // maxBackup bounds the existing file the agent copies before replacing it.
@@ -187,7 +188,7 @@ func backup(dest, dir string) error {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			m.UID, m.GID = int(st.Uid), int(st.Gid)
 		}
-		err = statefile.WriteFrom(filepath.Join(dir, "content"), func(w io.Writer) error {
+		err = atomicfile.WriteFrom(filepath.Join(dir, "content"), func(w io.Writer) error {
 			_, err := io.Copy(w, io.LimitReader(f, maxBackup))
 			return err
 		}, 0o600)
@@ -215,7 +216,7 @@ func restore(dest, dir string, m *meta) error {
 		if err := os.Remove(dest); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore %s: %w", dest, err)
 		}
-		return statefile.SyncDir(filepath.Dir(dest))
+		return atomicfile.SyncDir(filepath.Dir(dest))
 	}
 	src, err := os.Open(filepath.Join(dir, "content"))
 	if err != nil {
@@ -280,7 +281,7 @@ func place(dest string, src io.Reader, mode fs.FileMode, owner [2]int, checkDir 
 		return fmt.Errorf("place %s: %w", dest, err)
 	}
 	done = true
-	return statefile.SyncDir(filepath.Dir(dest))
+	return atomicfile.SyncDir(filepath.Dir(dest))
 }
 
 // openedDir is the real path of the directory root holds ("" if unknown,

@@ -16,8 +16,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/meshanics/meshanics/internal/agent/statefile"
 	"github.com/meshanics/meshanics/internal/artifact"
+	"github.com/meshanics/meshanics/internal/atomicfile"
 	"github.com/meshanics/meshanics/internal/names"
 )
 
@@ -76,7 +76,7 @@ func (l Layout) Prune(name string, keep ...string) error {
 			return fmt.Errorf("prune %s: %w", name, err)
 		}
 	}
-	return statefile.SyncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // CurrentVersion reads which version the current symlink points at ("" when
@@ -104,7 +104,7 @@ func (l Layout) SetCurrent(name, version string) error {
 		if err := os.Remove(cur); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove current of %s: %w", name, err)
 		}
-		return statefile.SyncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 	if _, err := os.Stat(l.VersionDir(name, version)); err != nil {
 		return fmt.Errorf("activate %s@%s: %w", name, version, err)
@@ -119,7 +119,7 @@ func (l Layout) SetCurrent(name, version string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("activate %s@%s: %w", name, version, err)
 	}
-	return statefile.SyncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // CleanTemps removes symlinks and files a crash left under temp names.
