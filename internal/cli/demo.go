@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -64,6 +65,9 @@ func demoRun(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
+	if runtime.GOOS != "linux" {
+		return fmt.Errorf("the demo runs real meshanics-agent processes, which need Linux (this is %s)", runtime.GOOS)
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeoutCause(ctx, *timeout, fmt.Errorf("the demo did not finish within -timeout %v", *timeout))
@@ -75,6 +79,7 @@ func demoRun(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error
 	}
 	d := &demo{out: a.stdout, dir: dir, binDir: *binDir, started: time.Now(), canary: demoCanary(demoDevices)}
 	fmt.Fprintf(d.out, "Meshanics demo: a control plane and five agents on this machine, in %s\n", dir)
+	fmt.Fprintf(d.out, "(Ctrl-C stops everything and cleans up at any time.)\n")
 	err = d.run(ctx)
 	if err != nil && ctx.Err() != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, context.Canceled) {
