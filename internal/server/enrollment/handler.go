@@ -1,15 +1,14 @@
 package enrollment
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime"
 	"net/http"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/operatorapi/ratelimit"
 )
 
@@ -27,12 +26,12 @@ func (s *Service) Handler(limiter *ratelimit.Limiter) http.Handler {
 func (s *Service) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeJSON(w, http.StatusMethodNotAllowed, errorBody{"use POST"})
+		httpjson.Write(w, http.StatusMethodNotAllowed, errorBody{"use POST"})
 		return
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{"request body must be application/json"})
+			httpjson.Write(w, http.StatusUnsupportedMediaType, errorBody{"request body must be application/json"})
 			return
 		}
 	}
@@ -40,10 +39,10 @@ func (s *Service) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{"request body too large"})
+			httpjson.Write(w, http.StatusRequestEntityTooLarge, errorBody{"request body too large"})
 			return
 		}
-		writeJSON(w, http.StatusBadRequest, errorBody{"cannot read request body"})
+		httpjson.Write(w, http.StatusBadRequest, errorBody{"cannot read request body"})
 		return
 	}
 	req, err := ParseRequest(body)
@@ -51,7 +50,7 @@ func (s *Service) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		var resp Response
 		resp, err = s.Enroll(r.Context(), req)
 		if err == nil {
-			writeJSON(w, http.StatusCreated, resp)
+			httpjson.Write(w, http.StatusCreated, resp)
 			return
 		}
 	} else {
@@ -61,7 +60,7 @@ func (s *Service) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	if status >= 500 {
 		s.log.Error("enrollment failed", "err", err)
 	}
-	writeJSON(w, status, errorBody{msg})
+	httpjson.Write(w, status, errorBody{msg})
 }
 
 // statusOf maps enrollment errors to the statuses of SPEC §2: 400 bad CSR
@@ -91,21 +90,4 @@ func statusOf(err error) (int, string) {
 
 type errorBody struct {
 	Error string `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"error":"internal error"}` + "\n")
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
 }

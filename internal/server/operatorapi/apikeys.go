@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -60,7 +61,7 @@ func (a *API) listAPIKeys(w http.ResponseWriter, r *http.Request, _ Principal) e
 	for i, k := range keys {
 		items[i] = toAPIKeyJSON(k)
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, p))
+	httpjson.Write(w, http.StatusOK, newList(items, total, p))
 	return nil
 }
 
@@ -99,7 +100,7 @@ func (a *API) createAPIKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return fmt.Errorf("create API key: %w", err)
 	}
-	writeJSON(w, http.StatusCreated, createdAPIKeyJSON{apiKeyJSON: toAPIKeyJSON(k), Key: secret})
+	httpjson.Write(w, http.StatusCreated, createdAPIKeyJSON{apiKeyJSON: toAPIKeyJSON(k), Key: secret})
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/meshanics/meshanics/internal/artifact"
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/artifacts"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -63,7 +64,7 @@ func (a *API) publishArtifact(w http.ResponseWriter, r *http.Request, p Principa
 	if err != nil {
 		return trustError(err)
 	}
-	writeJSON(w, http.StatusCreated, res)
+	httpjson.Write(w, http.StatusCreated, res)
 	return nil
 }
 
@@ -117,7 +118,7 @@ func (a *API) listArtifacts(w http.ResponseWriter, r *http.Request, _ Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, pg))
+	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
 	return nil
 }
 
@@ -129,6 +130,6 @@ func (a *API) getArtifact(w http.ResponseWriter, r *http.Request, _ Principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpjson.Write(w, http.StatusOK, res)
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/auditchain"
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -30,7 +31,7 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request, _ Principal) err
 	if err != nil {
 		return fmt.Errorf("list audit: %w", err)
 	}
-	writeJSON(w, http.StatusOK, newList(events, total, p))
+	httpjson.Write(w, http.StatusOK, newList(events, total, p))
 	return nil
 }
 

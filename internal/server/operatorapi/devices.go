@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/names"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/states"
 )
@@ -118,7 +119,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request, _ Principal) e
 		}
 		items = append(items, dj)
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, p))
+	httpjson.Write(w, http.StatusOK, newList(items, total, p))
 	return nil
 }
 
@@ -141,7 +142,7 @@ func (a *API) showDevice(w http.ResponseWriter, r *http.Request, _ Principal) er
 	if err != nil {
 		return fmt.Errorf("show device: %w", err)
 	}
-	writeJSON(w, http.StatusOK, a.toDeviceJSON(d, a.now()))
+	httpjson.Write(w, http.StatusOK, a.toDeviceJSON(d, a.now()))
 	return nil
 }
 
@@ -169,6 +170,6 @@ func (a *API) decommissionDevice(w http.ResponseWriter, r *http.Request, p Princ
 	if a.invalidate != nil {
 		a.invalidate(name)
 	}
-	writeJSON(w, http.StatusOK, a.toDeviceJSON(d, a.now()))
+	httpjson.Write(w, http.StatusOK, a.toDeviceJSON(d, a.now()))
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 )
 
 // statusOf is the one function that maps an error to an HTTP status and the
@@ -78,7 +79,7 @@ func writeError(log *slog.Logger, w http.ResponseWriter, r *http.Request, err er
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="meshanics"`)
 	}
-	writeJSON(w, status, errorBody{Error: msg})
+	httpjson.Write(w, status, errorBody{Error: msg})
 }
 
 type errorBody struct {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/rollout"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
@@ -63,7 +64,7 @@ func (a *API) createGroup(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, groupResult{Group: g, Unresolved: nonNil(unresolved)})
+	httpjson.Write(w, http.StatusCreated, groupResult{Group: g, Unresolved: nonNil(unresolved)})
 	return nil
 }
 
@@ -79,7 +80,7 @@ func (a *API) listGroups(w http.ResponseWriter, r *http.Request, _ Principal) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, pg))
+	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
 	return nil
 }
 
@@ -92,7 +93,7 @@ func (a *API) getGroup(w http.ResponseWriter, r *http.Request, _ Principal) erro
 		return err
 	}
 	g.Devices = nonNil(g.Devices)
-	writeJSON(w, http.StatusOK, g)
+	httpjson.Write(w, http.StatusOK, g)
 	return nil
 }
 
@@ -128,7 +129,7 @@ func (a *API) changeGroup(w http.ResponseWriter, r *http.Request, p Principal) e
 		}
 		res.Unresolved = nonNil(un)
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpjson.Write(w, http.StatusOK, res)
 	return nil
 }
 
@@ -147,7 +148,7 @@ func (a *API) replaceGroup(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, groupResult{Group: g, Unresolved: nonNil(unresolved)})
+	httpjson.Write(w, http.StatusOK, groupResult{Group: g, Unresolved: nonNil(unresolved)})
 	return nil
 }
 

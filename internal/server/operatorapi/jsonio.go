@@ -23,25 +23,6 @@ const (
 	maxEmptyBody = 1 << 10
 )
 
-// writeJSON answers with status and v encoded as JSON (one line, newline
-// terminated).
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		status = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"error":"internal error"}` + "\n")
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
-}
-
 // decodeJSON reads r's body (at most limit bytes; 0 = MaxJSONBody) into v.
 // Unknown fields, trailing data, a wrong content type or an oversized body are
 // errors the client sees as 400/413/415. Nothing may be changed before it

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -85,7 +86,7 @@ func (a *API) createLogRequest(w http.ResponseWriter, r *http.Request, p Princip
 	if err != nil {
 		return fmt.Errorf("create log request: %w", err)
 	}
-	writeJSON(w, http.StatusAccepted, struct {
+	httpjson.Write(w, http.StatusAccepted, struct {
 		ID string `json:"id"`
 	}{lr.ID})
 	return nil
@@ -100,7 +101,7 @@ func (a *API) showLogRequest(w http.ResponseWriter, r *http.Request, _ Principal
 	if err != nil {
 		return fmt.Errorf("show log request: %w", err)
 	}
-	writeJSON(w, http.StatusOK, toLogRequestJSON(lr))
+	httpjson.Write(w, http.StatusOK, toLogRequestJSON(lr))
 	return nil
 }
 

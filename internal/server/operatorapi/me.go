@@ -1,6 +1,10 @@
 package operatorapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/meshanics/meshanics/internal/server/httpjson"
+)
 
 func (a *API) registerMe(mux *http.ServeMux) {
 	a.handleAuthed(mux, "GET /api/v1/me", a.me)
@@ -17,6 +21,6 @@ type meJSON struct {
 // me tells the caller who the API thinks it is and what it may do (the
 // console hides what the role cannot use; meshctl whoami prints it).
 func (a *API) me(w http.ResponseWriter, _ *http.Request, p Principal) error {
-	writeJSON(w, http.StatusOK, meJSON{Actor: p.Actor(), Kind: p.Kind, Name: p.Name, Role: p.Role, Permissions: p.Role.Permissions()})
+	httpjson.Write(w, http.StatusOK, meJSON{Actor: p.Actor(), Kind: p.Kind, Name: p.Name, Role: p.Role, Permissions: p.Role.Permissions()})
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/rollout"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/states"
@@ -47,7 +48,7 @@ func (a *API) createRollout(w http.ResponseWriter, r *http.Request, p Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, v)
+	httpjson.Write(w, http.StatusCreated, v)
 	return nil
 }
 
@@ -69,7 +70,7 @@ func (a *API) listRollouts(w http.ResponseWriter, r *http.Request, _ Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, pg))
+	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
 	return nil
 }
 
@@ -81,7 +82,7 @@ func (a *API) getRollout(w http.ResponseWriter, r *http.Request, _ Principal) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpjson.Write(w, http.StatusOK, v)
 	return nil
 }
 
@@ -97,7 +98,7 @@ func (a *API) rolloutDevices(w http.ResponseWriter, r *http.Request, _ Principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, pg))
+	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
 	return nil
 }
 
@@ -114,7 +115,7 @@ func (a *API) rolloutCommand(cmd func(RolloutService, context.Context, string, s
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, v)
+		httpjson.Write(w, http.StatusOK, v)
 		return nil
 	}
 }
@@ -134,6 +135,6 @@ func (a *API) abortRollout(w http.ResponseWriter, r *http.Request, p Principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpjson.Write(w, http.StatusOK, v)
 	return nil
 }

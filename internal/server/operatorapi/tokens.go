@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/enrollment"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -150,7 +151,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p Principal) e
 	} else {
 		out.CAPin, out.InstallCommand = a.caPin, InstallCommand(a.publicURL, a.caPEM, secret, a.caPin)
 	}
-	writeJSON(w, http.StatusCreated, out)
+	httpjson.Write(w, http.StatusCreated, out)
 	return nil
 }
 
@@ -177,7 +178,7 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, _ Principal) er
 	for i, t := range toks {
 		items[i] = toTokenJSON(t, now)
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, p))
+	httpjson.Write(w, http.StatusOK, newList(items, total, p))
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/meshanics/meshanics/internal/ceremony"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/updaterepo"
 )
 
@@ -47,7 +48,7 @@ func (a *API) getTrust(w http.ResponseWriter, r *http.Request, _ Principal) erro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, info)
+	httpjson.Write(w, http.StatusOK, info)
 	return nil
 }
 
@@ -59,7 +60,7 @@ func (a *API) getOnlineKeys(w http.ResponseWriter, r *http.Request, _ Principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, keys)
+	httpjson.Write(w, http.StatusOK, keys)
 	return nil
 }
 
@@ -86,7 +87,7 @@ func (a *API) importTrust(w http.ResponseWriter, r *http.Request, p Principal) e
 	if err != nil {
 		return trustError(err)
 	}
-	writeJSON(w, http.StatusOK, res)
+	httpjson.Write(w, http.StatusOK, res)
 	return nil
 }
 
@@ -104,6 +105,6 @@ func (a *API) rotateOnlineKey(w http.ResponseWriter, r *http.Request, p Principa
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"role": body.Role, "keyid": ceremony.KeyID(k), "key": k})
+	httpjson.Write(w, http.StatusCreated, map[string]any{"role": body.Role, "keyid": ceremony.KeyID(k), "key": k})
 	return nil
 }

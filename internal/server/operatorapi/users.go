@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -58,7 +59,7 @@ func (a *API) listUsers(w http.ResponseWriter, r *http.Request, _ Principal) err
 	for i, u := range users {
 		items[i] = toUserJSON(u)
 	}
-	writeJSON(w, http.StatusOK, newList(items, total, p))
+	httpjson.Write(w, http.StatusOK, newList(items, total, p))
 	return nil
 }
 
@@ -97,7 +98,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request, p Principal) er
 	if err != nil {
 		return fmt.Errorf("create user: %w", err)
 	}
-	writeJSON(w, http.StatusCreated, toUserJSON(u))
+	httpjson.Write(w, http.StatusCreated, toUserJSON(u))
 	return nil
 }
 
@@ -168,6 +169,6 @@ func (a *API) updateUser(w http.ResponseWriter, r *http.Request, p Principal) er
 	if err != nil {
 		return fmt.Errorf("update user: %w", err)
 	}
-	writeJSON(w, http.StatusOK, toUserJSON(u))
+	httpjson.Write(w, http.StatusOK, toUserJSON(u))
 	return nil
 }
