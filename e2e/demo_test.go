@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,5 +330,112 @@ func TestOperatorGuideBackupRestore(t *testing.T) {
 	c.meshctl(t, "audit", "export", "-out", export)
 	if out := c.meshctl(t, "audit", "verify", export); !strings.HasPrefix(string(out), "verified: ") {
 		t.Errorf("audit verify after restore = %q", out)
+	}
+}
+
+// TestREADMEQuickstart follows the README's quickstart for a real
+// deployment on loopback: init and start without -dev, the offline
+// ceremony (trust online-keys, tuf init, export, import), a token, an
+// enrolled agent that gets the trust anchor, publish, a group, a canary
+// rollout with a manual last wave, watch, approve.
+func TestREADMEQuickstart(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the agent runs on Linux")
+	}
+	bin := bins(t)
+	c := &cluster{bin: bin, dataDir: t.TempDir()}
+	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
+	var stderr bytes.Buffer
+	initCmd := exec.Command(filepath.Join(bin, "meshanics-server"), "init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1")
+	initCmd.Stderr = &stderr
+	out, err := initCmd.Output()
+	if err != nil {
+		t.Fatalf("meshanics-server init: %v\n%s", err, stderr.String())
+	}
+	c.key = strings.TrimSpace(string(out))
+	for attempt := 1; ; attempt++ {
+		web, dev, repo := freePort(t), freePort(t), freePort(t)
+		c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
+		c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"),
+			"-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-agent-dir", bin, "-heartbeat-interval", "1s",
+			"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
+			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo))
+		if !c.waitReady(t) {
+			break
+		}
+		if attempt == 3 || !strings.Contains(c.server.logs(), "address already in use") {
+			t.Fatalf("server exited: %v", c.server.err)
+		}
+	}
+
+	// The ceremony: keys in a directory the server never sees.
+	work := t.TempDir()
+	ceremony, transfer, online := filepath.Join(work, "ceremony"), filepath.Join(work, "transfer"), filepath.Join(work, "online.json")
+	c.meshctl(t, "trust", "online-keys", "-out", online)
+	c.meshctl(t, "tuf", "init", "-keys", ceremony, "-online-keys", online, "-root-keys", "3", "-root-threshold", "2")
+	c.meshctl(t, "tuf", "export", "-keys", ceremony, "-out", transfer)
+	c.meshctl(t, "tuf", "import", transfer)
+
+	// A token and a device that enrolls with it (the install command's
+	// enroll step) and gets the trust anchor.
+	var tok struct {
+		Token string `json:"token"`
+		CAPin string `json:"ca_pin"`
+	}
+	if err := json.Unmarshal(c.meshctl(t, "-o", "json", "tokens", "create", "-uses", "10", "-ttl", "2h"), &tok); err != nil {
+		t.Fatal(err)
+	}
+	dev := t.TempDir()
+	agentBin := filepath.Join(bin, "meshanics-agent-linux-"+runtime.GOARCH)
+	enroll := exec.Command(agentBin, "enroll", "-url", c.webURL, "-token", tok.Token, "-ca-pin", tok.CAPin, "-name", "cam-1",
+		"-config-dir", filepath.Join(dev, "etc"), "-data-dir", filepath.Join(dev, "var"), "-container-runtime", "none",
+		"-containers-certs-dir", filepath.Join(dev, "cc"), "-docker-certs-dir", filepath.Join(dev, "dc"))
+	if out, err := enroll.CombinedOutput(); err != nil {
+		t.Fatalf("meshanics-agent enroll: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dev, "etc", "root.json")); err != nil {
+		t.Fatalf("the device got no trust anchor after the ceremony: %v", err)
+	}
+	startProc(t, "meshanics-agent", readEnv(t, filepath.Join(dev, "etc", "agent.env")), agentBin)
+	c.waitStatus(t, "cam-1", "online")
+	ready := filepath.Join(dev, "var", "ready")
+	if err := os.WriteFile(ready, []byte("ok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	model, manifest := filepath.Join(work, "detector.onnx"), filepath.Join(work, "manifest.json")
+	os.WriteFile(model, bytes.Repeat([]byte("weights "), 4096), 0o600)
+	os.WriteFile(manifest, []byte(`{"framework":"onnx"}`), 0o600)
+	c.meshctl(t, "artifacts", "publish", "-kind", "model", "-name", "detector", "-version", "1.0.0", "-file", model, "-manifest", manifest)
+	c.meshctl(t, "groups", "create", "cameras", "cam-1")
+	var r struct {
+		ID string `json:"id"`
+	}
+	out = c.meshctl(t, "-o", "json", "rollouts", "create", "-artifact", "detector@1.0.0", "-group", "cameras",
+		"-probe", `{"type":"file","target":"`+ready+`"}`,
+		"-strategy", `{"waves":[{"percent":20},{"percent":100,"approval":"manual"}]}`)
+	if err := json.Unmarshal(out, &r); err != nil || r.ID == "" {
+		t.Fatalf("rollouts create = %q (%v)", out, err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var v struct {
+			State string `json:"state"`
+		}
+		json.Unmarshal(c.meshctl(t, "-o", "json", "rollouts", "show", r.ID), &v)
+		if v.State == "waiting_for_approval" {
+			break
+		}
+		if v.State != "running" || time.Now().After(deadline) {
+			t.Fatalf("rollout is %q, want it to wait for approval after wave 0\n%s", v.State, c.meshctl(t, "rollouts", "devices", r.ID))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	c.meshctl(t, "rollouts", "approve", r.ID)
+	if out := c.meshctl(t, "rollouts", "watch", r.ID); !strings.Contains(string(out), "completed") {
+		t.Errorf("rollouts watch ended without completing:\n%s", out)
+	}
+	if cur, err := os.Readlink(filepath.Join(dev, "var", "artifacts", "detector", "current")); err != nil || cur != "versions/1.0.0" {
+		t.Errorf("device runs %q (%v), want versions/1.0.0", cur, err)
 	}
 }
