@@ -204,6 +204,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, banner io.Writer) (_
 		CAPin: s.ca.Fingerprint(), CAPEM: s.ca.CertPEM(), PublicURL: publicURL,
 		Invalidate: invalidate, HeartbeatInterval: cfg.HeartbeatInterval,
 		Artifacts: arts, Trust: s.repo, Groups: s.rollouts, Rollouts: s.rollouts,
+		Presence: s.devices,
 	})
 	if err != nil {
 		return nil, err

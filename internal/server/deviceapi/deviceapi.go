@@ -295,3 +295,7 @@ func stopGracefully(gs *grpc.Server, within time.Duration) {
 		<-done
 	}
 }
+
+// LastSeen reports the last heartbeat this replica saw from device, ahead of
+// the batched flush to the store; the operator API uses it for presence.
+func (s *Server) LastSeen(device string) (time.Time, bool) { return s.presence.LastSeen(device) }
