@@ -74,7 +74,7 @@ func (d *demo) summary(ctx context.Context) error {
 	d.notef("audit chain: verified, %d events, head %s", tr.Count, tr.HeadHash)
 	d.notef("demo OK")
 
-	fmt.Fprintf(d.out, "\nExplore further (run with -keep to keep the fleet running, then):\n")
+	fmt.Fprintf(d.out, "\nExplore further: run the demo with -keep, set the variables it prints, then (meshctl is\n`go run ./cmd/meshctl` from the source tree, or a built binary):\n")
 	for _, c := range []string{
 		"meshctl devices list",
 		"meshctl devices show " + d.canary,
