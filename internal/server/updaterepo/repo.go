@@ -351,6 +351,12 @@ func (r *Repository) change(ctx context.Context, fn func(tx *store.Tx, b *builde
 	for range maxSignAttempts {
 		var docs []store.TUFDoc
 		err = r.db.Tx(ctx, func(tx *store.Tx) error {
+			// Replicas on PostgreSQL sign one after the other: without
+			// the lock, a burst of publishes on several replicas can
+			// lose the version race more often than maxSignAttempts.
+			if err := tx.Lock(ctx, "tuf-metadata"); err != nil {
+				return err
+			}
 			st, err := loadState(ctx, tx)
 			if err != nil {
 				return err
