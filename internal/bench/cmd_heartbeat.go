@@ -52,6 +52,8 @@ type heartbeatFlags struct {
 	apiKey     string
 	serverPID  int
 	prefix     string
+	serverProf string
+	selfProf   string
 }
 
 func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -72,6 +74,8 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	fs.StringVar(&f.apiKey, "api-key", "", "operator API key of -server (needs enrollment.write)")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of -server, for its RSS and CPU (0 = not measured)")
 	fs.StringVar(&f.prefix, "prefix", "", "device name prefix (default: bench-<random>)")
+	fs.StringVar(&f.serverProf, "server-cpuprofile", "", "write a CPU profile of the (first started) server over the window to `file`")
+	fs.StringVar(&f.selfProf, "cpuprofile", "", "write a CPU profile of this simulator process over the window to `file`")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -98,11 +102,12 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "# "+format+"\n", a...) }
 
 	var (
-		webURL string
-		apiKey = f.apiKey
-		caPEM  []byte
-		addrs  []string
-		pids   []int
+		webURL    string
+		apiKey    = f.apiKey
+		caPEM     []byte
+		addrs     []string
+		pids      []int
+		pprofAddr string
 	)
 	if f.server != "" {
 		webURL = strings.TrimRight(f.server, "/")
@@ -118,6 +123,14 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 			return err
 		}
 		extra := []string{"-heartbeat-interval", f.interval.String(), "-log-level", "warn"}
+		if f.serverProf != "" {
+			ports, err := freePorts(1)
+			if err != nil {
+				return err
+			}
+			pprofAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+			extra = append(extra, "-pprof-addr", pprofAddr)
+		}
 		if f.budget > 0 {
 			extra = append(extra, "-heartbeat-budget", strconv.FormatFloat(f.budget, 'f', -1, 64))
 		}
@@ -182,7 +195,14 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 			return err
 		}
 	}
+	stopProfiles, err := startProfiles(ctx, f.selfProf, f.serverProf, pprofAddr, f.duration)
+	if err != nil {
+		return err
+	}
 	results := []fleetResult{fleet.heartbeat(ctx)}
+	if err := stopProfiles(); err != nil {
+		return err
+	}
 	for _, w := range workers {
 		r, err := w.result()
 		if err != nil {

@@ -33,6 +33,8 @@ type Config struct {
 	DeviceCertTTL   time.Duration
 	AgentDir        string
 	LogLevel        string
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
 	// ShutdownTimeout bounds the graceful stop of the listeners.
 	ShutdownTimeout time.Duration
 	// Now is the clock of every part (TLS verification, tokens,
@@ -89,6 +91,7 @@ func ParseFlags(name string, args []string, out io.Writer) (Config, error) {
 		fs.Float64Var(&c.HeartbeatBudget, "heartbeat-budget", 0, "heartbeats per `second` this replica aims to stay under: the interval handed out widens as the fleet grows (never below -heartbeat-interval); 0 = off")
 		fs.DurationVar(&c.DeviceCertTTL, "device-cert-ttl", ca.DefaultDeviceTTL, "validity of device certificates")
 		fs.StringVar(&c.AgentDir, "agent-dir", "", "`directory` holding meshanics-agent-linux-{amd64,arm64} for /downloads")
+		fs.StringVar(&c.PprofAddr, "pprof-addr", "", "loopback `address` to serve Go profiles (net/http/pprof) on; empty = off")
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful stop may take")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -132,6 +135,9 @@ func (c *Config) validate() error {
 	}
 	if c.HeartbeatInterval < time.Second || c.HeartbeatInterval > time.Hour {
 		return errors.New("-heartbeat-interval must be between 1s and 1h")
+	}
+	if err := validatePprofAddr(c.PprofAddr); err != nil {
+		return err
 	}
 	if c.HeartbeatBudget < 0 || c.HeartbeatBudget > 1e6 || c.HeartbeatBudget != c.HeartbeatBudget {
 		return errors.New("-heartbeat-budget must be between 0 (off) and 1000000 heartbeats/s")

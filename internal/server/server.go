@@ -283,6 +283,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.serving.run(gctx) })
 	g.Go(func() error { return s.repo.Run(gctx) })
 	g.Go(func() error { return s.rollouts.Run(gctx) })
+	if s.cfg.PprofAddr != "" {
+		g.Go(func() error { return servePprof(gctx, s.cfg.PprofAddr) })
+	}
 
 	err := g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {

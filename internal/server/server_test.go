@@ -114,7 +114,7 @@ func TestParseFlags(t *testing.T) {
 		{"-data-dir", "d"},
 		{"-data-dir", "d", "-public-host", "cp.example.com", "-public-host", "10.0.0.1"},
 		{"-data-dir", "d", "-database", "postgres://u@h/db", "-dev"},
-		{"-data-dir", "d", "-heartbeat-budget", "3300"},
+		{"-data-dir", "d", "-heartbeat-budget", "3300", "-pprof-addr", "127.0.0.1:6060"},
 	}
 	for _, a := range good {
 		if _, err := ParseFlags("serve", a, io.Discard); err != nil {
@@ -129,6 +129,8 @@ func TestParseFlags(t *testing.T) {
 		{"-heartbeat-interval", "10ms"},
 		{"-heartbeat-budget", "-1"},
 		{"-heartbeat-budget", "NaN"},
+		{"-pprof-addr", "0.0.0.0:6060"},
+		{"-pprof-addr", "example.com:6060"},
 		{"-device-cert-ttl", "1m"},
 		{"-fleet", "Bad Fleet"},
 		{"extra"},
