@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
@@ -38,6 +39,33 @@ func (tx *Tx) LatestTUF(ctx context.Context, role string) (TUFDoc, error) {
 func (tx *Tx) TUFDoc(ctx context.Context, role string, version int64) (TUFDoc, error) {
 	return tx.scanTUF(ctx, `SELECT role, version, body, expires_at, created_at FROM tuf_metadata
 		WHERE role = ? AND version = ?`, role, version)
+}
+
+// TUFHistory returns the stored documents of role, oldest first, at most
+// limit of them (the newest limit when there are more).
+func (tx *Tx) TUFHistory(ctx context.Context, role string, limit int) ([]TUFDoc, error) {
+	rows, err := tx.Query(ctx, `SELECT version, body, expires_at, created_at FROM tuf_metadata
+		WHERE role = ? ORDER BY version DESC LIMIT ?`, role, limit)
+	if err != nil {
+		return nil, fmt.Errorf("tuf history %s: %w", role, err)
+	}
+	defer rows.Close()
+	var docs []TUFDoc
+	for rows.Next() {
+		d := TUFDoc{Role: role}
+		var body string
+		var exp, created int64
+		if err := rows.Scan(&d.Version, &body, &exp, &created); err != nil {
+			return nil, fmt.Errorf("tuf history %s: %w", role, mapErr(err))
+		}
+		d.Body, d.Expires, d.Created = []byte(body), fromMS(exp), fromMS(created)
+		docs = append(docs, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("tuf history %s: %w", role, mapErr(err))
+	}
+	slices.Reverse(docs)
+	return docs, nil
 }
 
 func (tx *Tx) scanTUF(ctx context.Context, q string, args ...any) (TUFDoc, error) {

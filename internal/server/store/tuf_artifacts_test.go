@@ -64,7 +64,18 @@ func TestTUFDocuments(t *testing.T) {
 			if err == nil && d.Version != 2 {
 				err = fmt.Errorf("LatestTUF(root) = v%d", d.Version)
 			}
-			return err
+			if err != nil {
+				return err
+			}
+			all, err := tx.TUFHistory(ctx, "root", 10)
+			if err != nil || len(all) != 2 || all[0].Version != 1 || string(all[1].Body) != `{"v":2}` || all[1].Role != "root" {
+				return fmt.Errorf("TUFHistory(root, 10) = %+v, %v; want v1, v2", all, err)
+			}
+			newest, err := tx.TUFHistory(ctx, "timestamp", 3)
+			if err != nil || len(newest) != 3 || newest[0].Version != 58 || newest[2].Version != 60 {
+				return fmt.Errorf("TUFHistory(timestamp, 3) = %+v, %v; want v58..v60", newest, err)
+			}
+			return nil
 		})
 		if err != nil {
 			t.Fatal(err)

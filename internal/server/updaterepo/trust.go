@@ -97,13 +97,19 @@ func (r *Repository) TrustAnchor(ctx context.Context) (json.RawMessage, error) {
 }
 
 // OnlineKeys returns the public online keys the ceremony should name: for
-// each role, a key this server holds that the current metadata does not
-// use yet (a freshly rotated one), else the one in use.
+// each role, a key this server holds that no trusted root or targets
+// version has named yet (a freshly rotated one), else the one in use. A key
+// that was named once and is no longer (rotated out, perhaps compromised)
+// is never offered again.
 func (r *Repository) OnlineKeys(ctx context.Context) (ceremony.OnlineKeys, error) {
 	var st *state
+	var named map[string]bool
 	err := r.db.Read(ctx, func(tx *store.Tx) error {
 		var err error
-		st, err = loadState(ctx, tx)
+		if st, err = loadState(ctx, tx); err != nil {
+			return err
+		}
+		named, err = everNamed(ctx, tx)
 		return err
 	})
 	if err != nil {
@@ -123,15 +129,18 @@ func (r *Repository) OnlineKeys(ctx context.Context) (ceremony.OnlineKeys, error
 	pick := func(role string) *metadata.Key {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		var used *metadata.Key
+		var used, fresh *metadata.Key
 		for _, k := range r.keys {
-			if k.Role != role {
-				continue
+			switch {
+			case k.Role != role:
+			case inUse[k.ID]:
+				used = k.Public()
+			case !named[k.ID]:
+				fresh = k.Public() // the last one generated wins
 			}
-			if !inUse[k.ID] {
-				return k.Public()
-			}
-			used = k.Public()
+		}
+		if fresh != nil {
+			return fresh
 		}
 		return used
 	}
@@ -140,6 +149,46 @@ func (r *Repository) OnlineKeys(ctx context.Context) (ceremony.OnlineKeys, error
 		Timestamp: pick(ceremony.RoleTimestamp),
 		Publisher: pick(ceremony.RolePublisher),
 	}, nil
+}
+
+// maxKeyHistory bounds how many root and targets versions everNamed reads.
+const maxKeyHistory = 1000
+
+// everNamed returns the ids of every online key (snapshot, timestamp,
+// publisher) that a stored root or targets version has named.
+func everNamed(ctx context.Context, tx *store.Tx) (map[string]bool, error) {
+	named := map[string]bool{}
+	roots, err := tx.TUFHistory(ctx, ceremony.RoleRoot, maxKeyHistory)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range roots {
+		root, err := metadata.Root().FromBytes(d.Body)
+		if err != nil {
+			return nil, fmt.Errorf("stored root version %d: %w", d.Version, err)
+		}
+		for _, role := range []string{ceremony.RoleSnapshot, ceremony.RoleTimestamp} {
+			if rr := root.Signed.Roles[role]; rr != nil {
+				for _, id := range rr.KeyIDs {
+					named[id] = true
+				}
+			}
+		}
+	}
+	targets, err := tx.TUFHistory(ctx, ceremony.RoleTargets, maxKeyHistory)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range targets {
+		t, err := metadata.Targets().FromBytes(d.Body)
+		if err != nil {
+			return nil, fmt.Errorf("stored targets version %d: %w", d.Version, err)
+		}
+		for _, id := range ceremony.PublisherKeyIDs(t) {
+			named[id] = true
+		}
+	}
+	return named, nil
 }
 
 // RotateOnlineKey generates a new key for an online role (after a
