@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,16 +225,34 @@ func (e *env) fetch(a *devicev1.Artifact) error {
 	return err
 }
 
-// mustRefuse asserts a verification failure and an empty artifact area.
-func (e *env) mustRefuse(a *devicev1.Artifact, want error) {
+// mustRefuse asserts a verification failure of kind want for the reason
+// cause (an error errors.Is must find, e.g. a go-tuf error type, or a
+// substring of the message), and an empty artifact area: a refusal for an
+// incidental reason would prove nothing about the attack.
+func (e *env) mustRefuse(a *devicev1.Artifact, want error, cause any) {
 	e.t.Helper()
 	err := e.fetch(a)
 	if err == nil || !errors.Is(err, want) {
 		e.t.Fatalf("FetchFile(%s) = %v, want %v", a.TargetPath, err, want)
 	}
+	switch c := cause.(type) {
+	case error:
+		if !errors.Is(err, c) {
+			e.t.Fatalf("FetchFile(%s) refused for another reason: %v; want %T", a.TargetPath, err, c)
+		}
+	case string:
+		if !strings.Contains(err.Error(), c) {
+			e.t.Fatalf("FetchFile(%s) refused for another reason: %v; want %q", a.TargetPath, err, c)
+		}
+	default:
+		e.t.Fatalf("mustRefuse: cause %T is neither an error nor a string", cause)
+	}
 	ents, rerr := os.ReadDir(e.artDir)
 	if rerr != nil || len(ents) != 0 {
 		e.t.Fatalf("artifact area after refused fetch: %v entries (%v), want none", len(ents), rerr)
+	}
+	if ents, rerr := os.ReadDir(filepath.Join(e.devDir, "tuf", "staging")); rerr != nil || len(ents) != 0 {
+		e.t.Fatalf("staging area after refused fetch: %v entries (%v), want none", len(ents), rerr)
 	}
 	e.t.Logf("refused as expected: %v", err)
 }
