@@ -37,9 +37,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if len(args) > 0 && args[0] == "enroll" {
 		return runEnroll(ctx, args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "csr" {
+		return runCSR(ctx, args[1:], stdout, stderr)
+	}
 	cfg, err := config.Parse(args, getenv)
 	if h := (*config.Help)(nil); errors.As(err, &h) {
-		fmt.Fprintf(stdout, "usage: meshanics-agent -server host:port -cert FILE -key FILE -ca FILE [flags]\n       meshanics-agent enroll -url URL -token TOKEN -ca-pin sha256:HEX [flags]\n       meshanics-agent -version\n\n%s", h.Usage)
+		fmt.Fprintf(stdout, "usage: meshanics-agent -server host:port -cert FILE -key FILE -ca FILE [flags]\n       meshanics-agent enroll -url URL -token TOKEN -ca-pin sha256:HEX [flags]\n       meshanics-agent csr [-name NAME] [-config-dir DIR] (air-gapped provisioning)\n       meshanics-agent -version\n\n%s", h.Usage)
 		return agent.ExitOK
 	}
 	if err != nil {

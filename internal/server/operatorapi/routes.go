@@ -18,6 +18,7 @@ func (a *API) routes(mux *http.ServeMux) {
 	a.registerMe(mux)
 	a.registerEnrollmentTokens(mux)
 	a.registerDevices(mux)
+	a.registerProvision(mux)
 	a.registerLogRequests(mux)
 	a.registerAudit(mux)
 	a.registerUsers(mux)
