@@ -26,6 +26,7 @@ func devicesGroup() *group {
 			{name: "show", args: "NAME", summary: "show one device", run: devicesShow},
 			{name: "decommission", args: "NAME", summary: "revoke a device's identity at once (it wipes its credentials and stops)", run: devicesDecommission},
 			{name: "logs", args: "NAME", summary: "request the agent's logs; with -wait print them when they arrive", run: devicesLogs},
+			{name: "provision-offline", args: "NAME", summary: "air-gapped provisioning: sign the device's CSR (-csr) into a bundle dir (-out) to carry back", run: devicesProvisionOffline},
 		},
 	}
 }
