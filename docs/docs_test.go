@@ -372,3 +372,61 @@ func TestExtraction(t *testing.T) {
 		t.Errorf("commands() mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// declaredFlags lists the flag names in a flag package usage text.
+func declaredFlags(usage string) []string {
+	var out []string
+	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z][a-z0-9-]*)`).FindAllStringSubmatch(usage, -1) {
+		out = append(out, m[1])
+	}
+	sort.Strings(out)
+	return out
+}
+
+// tableFlags lists the flags named in the first column of the table under
+// heading in doc.
+func tableFlags(t *testing.T, doc, heading string) []string {
+	t.Helper()
+	i := strings.Index(doc, heading)
+	if i < 0 {
+		t.Fatalf("no section %q", heading)
+	}
+	sec := doc[i+len(heading):]
+	if j := strings.Index(sec, "\n## "); j >= 0 {
+		sec = sec[:j]
+	}
+	var out []string
+	for _, line := range strings.Split(sec, "\n") {
+		if !strings.HasPrefix(line, "| `-") {
+			continue
+		}
+		cell := strings.Split(line, "|")[1]
+		for _, m := range regexp.MustCompile("`-([a-z][a-z0-9-]*)").FindAllStringSubmatch(cell, -1) {
+			out = append(out, m[1])
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestAgentReferenceFlagsComplete checks the agent reference's flag tables
+// against the agent's real flag sets, both ways.
+func TestAgentReferenceFlagsComplete(t *testing.T) {
+	doc := read(t, "agent-reference.md")
+	_, err := config.Parse([]string{"-h"}, func(string) string { return "" })
+	var run *config.Help
+	if !errors.As(err, &run) {
+		t.Fatalf("config.Parse(-h) = %v", err)
+	}
+	if diff := cmp.Diff(declaredFlags(run.Usage), tableFlags(t, doc, "## Run mode flags")); diff != "" {
+		t.Errorf("agent-reference.md run mode flags differ from meshanics-agent's (-real +documented):\n%s", diff)
+	}
+	_, err = config.ParseEnroll([]string{"-h"}, "host")
+	var enroll *config.Help
+	if !errors.As(err, &enroll) {
+		t.Fatalf("config.ParseEnroll(-h) = %v", err)
+	}
+	if diff := cmp.Diff(declaredFlags(enroll.Usage), tableFlags(t, doc, "## Enroll flags")); diff != "" {
+		t.Errorf("agent-reference.md enroll flags differ from meshanics-agent enroll's (-real +documented):\n%s", diff)
+	}
+}
