@@ -52,6 +52,7 @@ type heartbeatFlags struct {
 	apiKey     string
 	serverPID  int
 	prefix     string
+	settle     time.Duration
 	serverProf string
 	selfProf   string
 }
@@ -74,6 +75,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	fs.StringVar(&f.apiKey, "api-key", "", "operator API key of -server (needs enrollment.write)")
 	fs.IntVar(&f.serverPID, "server-pid", 0, "process id of -server, for its RSS and CPU (0 = not measured)")
 	fs.StringVar(&f.prefix, "prefix", "", "device name prefix (default: bench-<random>)")
+	fs.DurationVar(&f.settle, "settle", 15*time.Second, "heartbeat this long before measuring (the registration burst of connecting settles)")
 	fs.StringVar(&f.serverProf, "server-cpuprofile", "", "write a CPU profile of the (first started) server over the window to `file`")
 	fs.StringVar(&f.selfProf, "cpuprofile", "", "write a CPU profile of this simulator process over the window to `file`")
 	if err := parse(fs, args); err != nil {
@@ -157,7 +159,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	var specs []fleetSpec
 	for from := 0; from < f.devices; from += f.perProcess {
 		specs = append(specs, fleetSpec{WebURL: webURL, CAPEM: caPEM, Token: token, Prefix: f.prefix,
-			From: from, Count: min(f.perProcess, f.devices-from), DeviceAddrs: addrs, Duration: f.duration})
+			From: from, Count: min(f.perProcess, f.devices-from), DeviceAddrs: addrs, Duration: f.duration, Settle: f.settle})
 	}
 	workers := make([]*worker, len(specs)-1)
 	for i := range workers {
@@ -186,20 +188,29 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	logf("enrolled %d devices in %.1f s (%.0f/s) through POST /api/v1/enroll; connected and registered in %.1f s; %d simulator process(es), %d server(s)",
 		f.devices, enrollS, float64(f.devices)/enrollS, connectS, len(specs), max(len(pids), 1))
 
+	// The servers' CPU is measured over the window, after the settle.
 	before := make([]procSample, len(pids))
-	for i, pid := range pids {
-		before[i], _ = sampleProc(pid)
-	}
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		time.Sleep(f.settle)
+		for i, pid := range pids {
+			before[i], _ = sampleProc(pid)
+		}
+	}()
 	for _, w := range workers {
 		if err := w.start(); err != nil {
 			return err
 		}
 	}
-	stopProfiles, err := startProfiles(ctx, f.selfProf, f.serverProf, pprofAddr, f.duration)
+	stopProfiles, err := startProfiles(ctx, f.selfProf, f.serverProf, pprofAddr, f.settle, f.duration)
 	if err != nil {
 		return err
 	}
+	self0, _ := sampleProc(os.Getpid())
 	results := []fleetResult{fleet.heartbeat(ctx)}
+	self1, _ := sampleProc(os.Getpid())
+	logf("this simulator process: %.0f %% CPU, %.0f MB RSS over the window (%d devices)", cpuPercent(self0, self1), float64(self1.rssKB)/1024, specs[0].Count)
 	if err := stopProfiles(); err != nil {
 		return err
 	}
@@ -217,6 +228,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		P50MS: percentileMS(m.LatencyUS, 0.50), P99MS: percentileMS(m.LatencyUS, 0.99), MaxMS: percentileMS(m.LatencyUS, 1),
 		Errors: m.Errors,
 	}
+	<-sampled
 	for i, pid := range pids {
 		after, err := sampleProc(pid)
 		if err != nil {

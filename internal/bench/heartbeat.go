@@ -22,6 +22,9 @@ type fleetSpec struct {
 	Count       int           `json:"count"`
 	DeviceAddrs []string      `json:"device_addrs"` // empty: the address enrollment returns
 	Duration    time.Duration `json:"duration"`
+	// Settle is heartbeated but not measured: the registration burst of
+	// connecting is not the steady state.
+	Settle time.Duration `json:"settle"`
 }
 
 // fleetReady is reported once every device of a share is enrolled,
@@ -95,7 +98,8 @@ func (f *simFleet) close() {
 // point of the first interval (a fleet's phases are spread).
 func (f *simFleet) heartbeat(ctx context.Context) fleetResult {
 	start := time.Now()
-	end := start.Add(f.spec.Duration)
+	measureFrom := start.Add(f.spec.Settle)
+	end := measureFrom.Add(f.spec.Duration)
 	var (
 		beats, errs   atomic.Int64
 		widest, last  atomic.Int64
@@ -128,19 +132,25 @@ func (f *simFleet) heartbeat(ctx context.Context) fleetResult {
 				resp, err := d.client.Heartbeat(cctx, &devicev1.HeartbeatRequest{})
 				took := time.Since(t0)
 				cancel()
-				if err != nil {
+				measured := !t0.Before(measureFrom)
+				switch {
+				case err != nil && measured:
 					if errs.Add(1) == 1 {
 						mu.Lock()
 						firstErr = fmt.Sprintf("%s: %v", d.name, err)
 						mu.Unlock()
 					}
-				} else {
-					beats.Add(1)
-					local = append(local, uint32(min(took.Microseconds(), 1<<32-1)))
+				case err == nil:
+					if measured {
+						beats.Add(1)
+						local = append(local, uint32(min(took.Microseconds(), 1<<32-1)))
+					}
 					if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
 						interval = time.Duration(ms) * time.Millisecond
-						last.Store(ms)
-						for w := widest.Load(); ms > w && !widest.CompareAndSwap(w, ms); w = widest.Load() {
+						if measured {
+							last.Store(ms)
+							for w := widest.Load(); ms > w && !widest.CompareAndSwap(w, ms); w = widest.Load() {
+							}
 						}
 					}
 				}

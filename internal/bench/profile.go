@@ -12,7 +12,7 @@ import (
 
 // startProfiles starts a CPU profile of this process (selfFile) and of the
 // server's pprof endpoint for d (serverFile); stop waits for both.
-func startProfiles(ctx context.Context, selfFile, serverFile, pprofAddr string, d time.Duration) (stop func() error, err error) {
+func startProfiles(ctx context.Context, selfFile, serverFile, pprofAddr string, delay, d time.Duration) (stop func() error, err error) {
 	var selfOut *os.File
 	if selfFile != "" {
 		if selfOut, err = os.Create(selfFile); err != nil {
@@ -26,7 +26,12 @@ func startProfiles(ctx context.Context, selfFile, serverFile, pprofAddr string, 
 	serverDone := make(chan error, 1)
 	if serverFile != "" && pprofAddr != "" {
 		go func() {
-			serverDone <- fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(d.Seconds()))), serverFile)
+			time.Sleep(delay)
+			err := fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", pprofAddr, max(1, int(d.Seconds()))), serverFile)
+			if err == nil { // and where the memory is, at the end of the window
+				err = fetchProfile(ctx, fmt.Sprintf("http://%s/debug/pprof/heap", pprofAddr), serverFile+".heap")
+			}
+			serverDone <- err
 		}()
 	} else {
 		serverDone <- nil

@@ -63,11 +63,18 @@ func (o *operator) do(req *http.Request, out any) error {
 
 // token mints a bulk enrollment token.
 func (o *operator) token(ctx context.Context, uses int) (string, error) {
+	t, _, err := o.tokenPin(ctx, uses)
+	return t, err
+}
+
+// tokenPin mints a bulk enrollment token and returns the CA pin with it.
+func (o *operator) tokenPin(ctx context.Context, uses int) (token, caPin string, err error) {
 	var out struct {
 		Token string `json:"token"`
+		CAPin string `json:"ca_pin"`
 	}
-	err := o.call(ctx, http.MethodPost, "/api/v1/enrollment-tokens", map[string]any{"ttl_seconds": 6 * 3600, "uses": max(uses, 1)}, &out)
-	return out.Token, err
+	err = o.call(ctx, http.MethodPost, "/api/v1/enrollment-tokens", map[string]any{"ttl_seconds": 6 * 3600, "uses": max(uses, 1)}, &out)
+	return out.Token, out.CAPin, err
 }
 
 type publishedArtifact struct {

@@ -8,9 +8,6 @@ import (
 func runRollout(context.Context, []string, io.Reader, io.Writer, io.Writer) error {
 	return errNotImplemented
 }
-func runAgent(context.Context, []string, io.Reader, io.Writer, io.Writer) error {
-	return errNotImplemented
-}
 func runApply(context.Context, []string, io.Reader, io.Writer, io.Writer) error {
 	return errNotImplemented
 }

@@ -30,6 +30,7 @@ const (
 	// maxStreamsPerConn: one agent needs a handful at most.
 	maxStreamsPerConn = 16
 	handshakeTimeout  = 10 * time.Second
+	connReadBuffer    = 16 << 10
 )
 
 const serviceName = "meshanics.device.v1.DeviceService"
@@ -47,6 +48,12 @@ func (s *Server) GRPCServer(tlsConf *tls.Config) (*grpc.Server, error) {
 		grpc.MaxRecvMsgSize(MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(MaxSendMsgSize),
 		grpc.MaxConcurrentStreams(maxStreamsPerConn),
+		// Per-connection memory (issue 7: thousands of idle agents per
+		// replica): the write buffer goes back to a shared pool after each
+		// flush instead of staying 32 KiB per connection, and reads use a
+		// 16 KiB buffer (heartbeats are tiny; large log chunks still flow).
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(connReadBuffer),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             KeepaliveMinTime,
 			PermitWithoutStream: true, // idle agents keep their one connection alive
