@@ -89,7 +89,17 @@ while [ $# -gt 0 ]; do
 	--token) need_arg "$@"; TOKEN=$2; shift 2 ;;
 	--ca-pin) need_arg "$@"; PIN=$2; shift 2 ;;
 	--name) need_arg "$@"; plain --name "$2"; NAME=$2; shift 2 ;;
-	--tag) need_arg "$@"; plain --tag "$2"; add_extra -tag "$2"; shift 2 ;;
+	--tag)
+		need_arg "$@"
+		plain --tag "$2"
+		# The form here; the agent checks the characters (SPEC §4.1).
+		case $2 in
+		[!=]*=*) ;;
+		*) die "--tag: '$2' must be KEY=VALUE" ;;
+		esac
+		add_extra -tag "$2"
+		shift 2
+		;;
 	--allow-config-dest) need_arg "$@"; abs_path "$1" "$2"; add_extra -allow-config-dest "$2"; ALLOW_DESTS="$ALLOW_DESTS $2"; shift 2 ;;
 	--allow-reload-unit) need_arg "$@"; plain "$1" "$2"; add_extra -allow-reload-unit "$2"; shift 2 ;;
 	--allow-reload-exec) need_arg "$@"; abs_path "$1" "$2"; add_extra -allow-reload-exec "$2"; shift 2 ;;
@@ -178,11 +188,16 @@ mkdir -p "$BIN_DIR"
 NEW="$BIN_DIR/.meshanics-agent.new.$$"
 SRC="$URL/downloads/meshanics-agent-linux-$ARCH"
 say "downloading $SRC"
+# --cacert alone is not a pin: curl (and wget) still add the system CA
+# directory, so any publicly trusted certificate for the host would do. An
+# empty CA directory leaves the fleet CA as the only root.
+NOCAPATH="$WORK/no-system-cas"
+mkdir "$NOCAPATH"
 if command -v curl >/dev/null 2>&1; then
-	curl -fsS --proto '=https' --tlsv1.2 --cacert "$CA" --retry 3 -o "$NEW" "$SRC" ||
+	curl -fsS --proto '=https' --tlsv1.2 --cacert "$CA" --capath "$NOCAPATH" --retry 3 -o "$NEW" "$SRC" ||
 		{ rm -f "$NEW"; die "download failed: $SRC"; }
-elif command -v wget >/dev/null 2>&1 && wget --help 2>&1 | grep -q -- '--ca-certificate'; then
-	wget -q --https-only --ca-certificate="$CA" -O "$NEW" "$SRC" ||
+elif command -v wget >/dev/null 2>&1 && wget --help 2>&1 | grep -q -- '--ca-directory'; then
+	wget -q --https-only --ca-certificate="$CA" --ca-directory="$NOCAPATH" -O "$NEW" "$SRC" ||
 		{ rm -f "$NEW"; die "download failed: $SRC"; }
 else
 	die "curl (or GNU wget) is needed to download the agent"
@@ -235,6 +250,7 @@ DROPIN_DIR="$UNIT_DIR/meshanics-agent.service.d"
 DROPIN="$DROPIN_DIR/50-allowlist.conf"
 if [ -n "$ALLOW_DESTS" ]; then
 	mkdir -p "$DROPIN_DIR"
+	chmod 0755 "$DROPIN_DIR"
 	{
 		echo "# Written by install.sh: allowlisted config destinations (-allow-config-dest)."
 		echo "[Service]"
@@ -257,7 +273,14 @@ if [ "$SYSTEMCTL" = yes ]; then
 	systemctl daemon-reload
 	systemctl enable meshanics-agent.service >/dev/null 2>&1 || systemctl enable meshanics-agent.service
 	systemctl restart meshanics-agent.service
-	say "meshanics-agent.service restarted; check it with: systemctl status meshanics-agent"
+	# Type=exec: restart returns once the agent runs; a configuration error
+	# (exit 78) shows within moments, so look once more before saying done.
+	sleep 2
+	if ! systemctl is-active --quiet meshanics-agent.service; then
+		systemctl status --no-pager --lines=20 meshanics-agent.service >&2 || true
+		die "meshanics-agent.service is not running after the restart (see the status above)"
+	fi
+	say "meshanics-agent.service restarted and running; check it with: systemctl status meshanics-agent"
 else
 	say "skipped systemctl (--no-systemctl); start $BIN with the settings in $CONFIG_DIR/agent.env"
 fi
