@@ -430,3 +430,16 @@ func TestAgentReferenceFlagsComplete(t *testing.T) {
 		t.Errorf("agent-reference.md enroll flags differ from meshanics-agent enroll's (-real +documented):\n%s", diff)
 	}
 }
+
+// TestOperatorGuideServerFlagsComplete checks the server flag table of the
+// operator guide against meshanics-server's flag set, both ways.
+func TestOperatorGuideServerFlagsComplete(t *testing.T) {
+	var usage bytes.Buffer
+	if _, err := server.ParseFlags("serve", []string{"-h"}, &usage); !errors.Is(err, server.ErrHelp) {
+		t.Fatalf("server.ParseFlags(-h) = %v", err)
+	}
+	got := tableFlags(t, read(t, "operator-guide.md"), "## Install the control plane")
+	if diff := cmp.Diff(declaredFlags(usage.String()), got); diff != "" {
+		t.Errorf("operator-guide.md server flags differ from meshanics-server's (-real +documented):\n%s", diff)
+	}
+}
