@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -372,5 +373,13 @@ func (r *Reconciler) removePartial(t *statefile.Task) {
 	}
 	if err := os.Remove(file.PartialFile(staged)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		r.log.Warn("remove partial download", "err", err)
+	}
+	// Directories the download made and nothing else uses: remove only
+	// succeeds on an empty directory, so a staged or current version stays.
+	versionDir := filepath.Dir(staged)
+	for _, d := range []string{versionDir, filepath.Dir(versionDir), r.layout.SlotDir(t.Artifact.Name)} {
+		if os.Remove(d) != nil {
+			break
+		}
 	}
 }

@@ -117,6 +117,39 @@ func TestTamperedBytesStayNonTerminal(t *testing.T) {
 	}
 }
 
+// A refused download leaves nothing in the artifact area: not a partial
+// file, not an empty version directory. A refusal on the metadata (before
+// any byte) never creates anything there at all.
+func TestRefusedDownloadLeavesNothingInTheArtifactArea(t *testing.T) {
+	for _, tamper := range []string{"tuf", "bytes"} {
+		t.Run(tamper, func(t *testing.T) {
+			e := newEnv(t)
+			r := e.start(t)
+			a := apply("a1", e.repo.model("det", "1", "weights"), nil)
+			e.repo.tamper[a.Artifact.TargetPath] = tamper
+			if tamper == "tuf" {
+				e.repo.midway = func() { t.Error("bytes streamed after a metadata refusal") }
+			}
+			r.Reconcile(ctx, []*devicev1.Assignment{a})
+			if got := e.rep.last("a1"); got != "verifying" {
+				t.Fatalf("refused download reported %q, want verifying", got)
+			}
+			// "bytes" is refused by the cross-check of the staged partial
+			// file, so that file existed and must be gone now.
+			if d := e.rep.got[len(e.rep.got)-1]; tamper == "bytes" && !strings.Contains(d, "staged") {
+				t.Fatalf("tampered bytes refused with %q, want the staged-bytes cross-check", d)
+			}
+			ents, err := os.ReadDir(filepath.Join(e.data, "artifacts"))
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			if len(ents) != 0 {
+				t.Errorf("artifact area after a refused download holds %v, want nothing", ents)
+			}
+		})
+	}
+}
+
 func TestDownloadDeadline(t *testing.T) {
 	e := newEnv(t)
 	e.opts.Deadlines.Download = 10 * time.Millisecond

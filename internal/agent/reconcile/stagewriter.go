@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
+	"os"
 	"sync/atomic"
 )
 
@@ -120,4 +121,36 @@ func (w *stageWriter) Close() (n int64, sum string, err error) {
 		return 0, "", w.werr
 	}
 	return w.n, hex.EncodeToString(w.h.Sum(nil)), nil
+}
+
+// lazyFile is an io.Writer that opens its file on the first Write, so a
+// download that fails before any byte arrives leaves nothing behind. Write
+// runs on the stage writer's goroutine; file and close run after
+// stageWriter.Close.
+type lazyFile struct {
+	open func() (*os.File, error)
+	f    *os.File
+	err  error
+}
+
+func (l *lazyFile) Write(p []byte) (int, error) {
+	f, err := l.file()
+	if err != nil {
+		return 0, err
+	}
+	return f.Write(p)
+}
+
+// file returns the open file, opening it if no Write has yet.
+func (l *lazyFile) file() (*os.File, error) {
+	if l.f == nil && l.err == nil {
+		l.f, l.err = l.open()
+	}
+	return l.f, l.err
+}
+
+func (l *lazyFile) close() {
+	if l.f != nil {
+		l.f.Close()
+	}
 }

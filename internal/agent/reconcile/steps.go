@@ -52,26 +52,35 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 	if t.Artifact.Kind != "model" {
 		dirPerm, filePerm = 0o700, 0o600
 	}
-	if err := os.MkdirAll(r.layout.SlotDir(t.Artifact.Name), 0o755); err != nil {
-		return EvTransient, fmt.Sprintf("staging: %v", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(staged), dirPerm); err != nil {
-		return EvTransient, fmt.Sprintf("staging: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Download)
 	defer cancel()
-	f, err := os.OpenFile(file.PartialFile(staged), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
-	if err != nil {
-		return EvTransient, fmt.Sprintf("staging: %v", err)
-	}
-	defer f.Close()
+	// Nothing appears in the artifact area before TUF has verified the
+	// metadata and the signed target's first bytes arrive: the partial
+	// file and its directories are made on the first write (and removed
+	// again, with the directories, when the download fails).
+	pf := &lazyFile{open: func() (*os.File, error) {
+		if err := os.MkdirAll(r.layout.SlotDir(t.Artifact.Name), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(staged), dirPerm); err != nil {
+			return nil, err
+		}
+		return os.OpenFile(file.PartialFile(staged), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, filePerm)
+	}}
+	defer pf.close()
 	a := &devicev1.Artifact{Kind: t.Artifact.Kind, Name: t.Artifact.Name, Version: t.Artifact.Version,
 		TargetPath: t.Artifact.TargetPath, Sha256: t.Artifact.SHA256, Length: t.Artifact.Length}
-	sw := newStageWriter(f)
+	sw := newStageWriter(pf)
 	custom, err := r.opts.Fetcher.Fetch(ctx, a, sw)
 	n, sum, werr := sw.Close()
 	if err == nil && werr != nil {
 		err = fmt.Errorf("staging: %w", werr)
+	}
+	var f *os.File
+	if err == nil {
+		if f, err = pf.file(); err != nil { // an empty target wrote nothing yet
+			err = fmt.Errorf("staging: %w", err)
+		}
 	}
 	if errors.Is(err, tufclient.ErrVerification) {
 		return EvTransient, verificationPrefix + err.Error()
