@@ -58,7 +58,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&a.server, "server", env("MESHCTL_SERVER"), "control plane `URL` https://host:8443 (env MESHCTL_SERVER)")
 	fs.StringVar(&a.caFile, "ca", env("MESHCTL_CA"), "fleet CA bundle `FILE` to verify the server with (env MESHCTL_CA)")
 	fs.StringVar(&a.caPin, "ca-pin", env("MESHCTL_CA_PIN"), "pin the fleet CA by fingerprint `sha256:HEX` instead of -ca (env MESHCTL_CA_PIN)")
-	fs.StringVar(&a.apiKey, "api-key", env("MESHCTL_API_KEY"), "operator API `key` msk_… (env MESHCTL_API_KEY)")
+	// The key's default is filled in after parsing, not here: a flag's
+	// default is printed by -h, and a secret must not be.
+	fs.StringVar(&a.apiKey, "api-key", "", "operator API `key` msk_… (env MESHCTL_API_KEY)")
 	fs.StringVar(&a.output, "o", "table", "output `format`: table or json (json prints the REST response body unchanged)")
 	fs.Usage = func() { printUsage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
@@ -66,6 +68,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return exitOK
 		}
 		return exitUsage
+	}
+	if a.apiKey == "" {
+		a.apiKey = env("MESHCTL_API_KEY")
 	}
 	if a.output != "table" && a.output != "json" {
 		fmt.Fprintf(stderr, "meshctl: -o %q: want table or json\n", a.output)

@@ -367,3 +367,15 @@ func TestLogsWait(t *testing.T) {
 		t.Errorf("devices logs -wait = %d %q %q, want the decompressed logs", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestHelpDoesNotShowTheAPIKey: flag defaults are printed by -h and help;
+// the key from MESHCTL_API_KEY must not be one of them.
+func TestHelpDoesNotShowTheAPIKey(t *testing.T) {
+	const secret = "msk_donotprintme"
+	for _, args := range [][]string{{"-h"}, {"help"}, {}} {
+		r := runCLI(t, map[string]string{"MESHCTL_API_KEY": secret}, "", args...)
+		if strings.Contains(r.stdout+r.stderr, secret) {
+			t.Errorf("meshctl %q printed the API key from the environment:\n%s%s", args, r.stdout, r.stderr)
+		}
+	}
+}
