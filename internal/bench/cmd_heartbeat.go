@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -347,5 +346,3 @@ func (w *worker) stop() {
 		<-done
 	}
 }
-
-var errNotImplemented = errors.New("not implemented")
