@@ -48,6 +48,9 @@ type Devices interface {
 	// RegisterDevice refreshes the device record of name from a Register
 	// call and appends the audit event, in one transaction.
 	RegisterDevice(ctx context.Context, name string, reg store.Registration) error
+	// InstalledSink records a heartbeat's installed list when it changed
+	// since Register (an apply or rollback finished).
+	InstalledSink
 	presence.Sink
 }
 
@@ -158,6 +161,9 @@ type Server struct {
 	interval *intervalPolicy
 	writes   *writeLimiter
 	metrics  *metrics
+
+	installedSink InstalledSink
+	installedSeen *installedSeen
 }
 
 // New checks cfg and builds the server. Nothing runs until Run or Serve.
@@ -199,22 +205,24 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		fleet:       cfg.Fleet,
-		ident:       cfg.Identity,
-		devices:     cfg.Devices,
-		logs:        cfg.Logs,
-		renewer:     cfg.Renewer,
-		assignments: cfg.Assignments,
-		statusSink:  cfg.Status,
-		changes:     cfg.Changes,
-		log:         log,
-		now:         cfg.Now,
-		poll:        cfg.PollInterval,
-		presence:    tracker,
-		cache:       newAuthCache(cfg.Devices, cfg.CacheTTL, feedGraceFactor*cfg.PollInterval),
-		pending:     newPendingLogs(),
-		writes:      newWriteLimiter(writeBurst, writeRate),
-		interval:    newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget, WidenCap(cfg.HeartbeatInterval, cfg.FlushInterval)),
+		fleet:         cfg.Fleet,
+		ident:         cfg.Identity,
+		devices:       cfg.Devices,
+		logs:          cfg.Logs,
+		renewer:       cfg.Renewer,
+		assignments:   cfg.Assignments,
+		statusSink:    cfg.Status,
+		changes:       cfg.Changes,
+		log:           log,
+		now:           cfg.Now,
+		poll:          cfg.PollInterval,
+		presence:      tracker,
+		cache:         newAuthCache(cfg.Devices, cfg.CacheTTL, feedGraceFactor*cfg.PollInterval),
+		pending:       newPendingLogs(),
+		writes:        newWriteLimiter(writeBurst, writeRate),
+		installedSink: cfg.Devices,
+		installedSeen: newInstalledSeen(),
+		interval:      newIntervalPolicy(cfg.HeartbeatInterval, cfg.HeartbeatBudget, WidenCap(cfg.HeartbeatInterval, cfg.FlushInterval)),
 	}
 	s.metrics = newMetrics(s)
 	if cfg.Registry != nil {
@@ -230,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 // RPC on this replica. The operator API calls it after its transaction.
 func (s *Server) Invalidate(device string) {
 	s.cache.invalidate(device)
+	s.installedSeen.forget(device)
 }
 
 // HeartbeatInterval is the interval currently handed to devices.

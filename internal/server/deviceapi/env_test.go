@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -38,6 +39,9 @@ type fakeDevices struct {
 	touched  map[string]time.Time
 	batches  int
 	authRead int // CertAuth calls, to prove the cache works
+
+	installed       map[string]json.RawMessage // by SetInstalled
+	installedWrites int
 }
 
 type fakeCert struct {
@@ -65,6 +69,20 @@ func (f *fakeDevices) RegisterDevice(_ context.Context, name string, reg store.R
 	defer f.mu.Unlock()
 	f.regs[name] = reg
 	return nil
+}
+
+func (f *fakeDevices) SetInstalled(_ context.Context, name string, installed json.RawMessage) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if string(f.installed[name]) == string(installed) {
+		return false, nil
+	}
+	if f.installed == nil {
+		f.installed = map[string]json.RawMessage{}
+	}
+	f.installed[name] = installed
+	f.installedWrites++
+	return true, nil
 }
 
 func (f *fakeDevices) TouchDevices(_ context.Context, seen map[string]time.Time) error {

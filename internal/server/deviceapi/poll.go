@@ -50,8 +50,10 @@ func (s *Server) pollLoop(ctx context.Context) error {
 					// The store caps the answer; some changes may be
 					// missing, so nothing cached can be vouched for.
 					s.cache.clear()
+					s.installedSeen.clear()
 				} else {
 					s.cache.invalidate(names...)
+					s.installedSeen.forget(names...)
 				}
 				since = now
 				s.cache.feedSucceeded(now)

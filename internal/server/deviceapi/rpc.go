@@ -59,6 +59,7 @@ func (s handlers) Register(ctx context.Context, req *devicev1.RegisterRequest) (
 	if err != nil {
 		return nil, fmt.Errorf("register %s: %w", dev.Name, err)
 	}
+	s.installedSeen.set(dev.Name, installedDigest(req.GetInstalled()))
 	s.presence.Seen(dev.Name, now)
 	return &devicev1.RegisterResponse{
 		Name:                dev.Name,
@@ -81,6 +82,7 @@ func (s handlers) Heartbeat(ctx context.Context, req *devicev1.HeartbeatRequest)
 	now := s.now()
 	s.presence.Seen(dev.Name, now)
 	s.metrics.heartbeats.Inc()
+	s.syncInstalled(ctx, dev.Name, req.GetInstalled())
 	resp := &devicev1.HeartbeatResponse{HeartbeatIntervalMs: s.interval.current().Milliseconds()}
 	if s.assignments != nil {
 		as, err := s.assignments.Assignments(ctx, dev.Name, req.GetInstalled(), now)

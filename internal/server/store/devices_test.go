@@ -429,3 +429,40 @@ func TestDeviceCertificate(t *testing.T) {
 		}
 	})
 }
+
+func TestSetInstalled(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		mustEnroll(t, db, "edge-1", "k1")
+		list := []byte(`[{"kind":"model","name":"m","version":"2","previous_version":"1"}]`)
+		if changed, err := db.SetInstalled(ctx, "edge-1", list); err != nil || !changed {
+			t.Fatalf("SetInstalled(new list) = %v, %v; want changed", changed, err)
+		}
+		// The same list again (other spacing) changes nothing and audits nothing.
+		if changed, err := db.SetInstalled(ctx, "edge-1", []byte(`[ {"kind":"model", "name":"m","version":"2","previous_version":"1"} ]`)); err != nil || changed {
+			t.Errorf("SetInstalled(same list) = %v, %v; want unchanged", changed, err)
+		}
+		d, _ := db.DeviceByName(ctx, "edge-1")
+		if string(d.Installed) != string(list) {
+			t.Errorf("installed = %s, want %s", d.Installed, list)
+		}
+		events, total, _ := db.ListAudit(ctx, store.AuditFilter{Type: "device.installed"}, store.Page{})
+		if total != 1 || events[0].Actor != "device:edge-1" {
+			t.Errorf("device.installed events = %d (%+v), want exactly 1 by device:edge-1", total, events)
+		}
+		if _, err := db.SetInstalled(ctx, "edge-1", []byte(`{bad`)); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("SetInstalled(bad JSON) = %v, want ErrInvalid", err)
+		}
+		if _, err := db.SetInstalled(ctx, "ghost", list); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Errorf("SetInstalled(ghost) = %v, want ErrNotFound", err)
+		}
+		mustTx(t, db, func(tx *store.Tx) error {
+			_, err := tx.DecommissionDevice(ctx, "user:admin", "edge-1")
+			return err
+		})
+		if _, err := db.SetInstalled(ctx, "edge-1", []byte(`[]`)); !errors.Is(err, errdefs.ErrDecommissioned) {
+			t.Errorf("SetInstalled(decommissioned) = %v, want ErrDecommissioned", err)
+		}
+	})
+}
