@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
@@ -91,4 +92,46 @@ func TestRotatedOnlineKeysReachDevices(t *testing.T) {
 	if len(pm.Signatures) != 1 || pm.Signatures[0].KeyID != ceremony.KeyID(pub) {
 		t.Fatalf("publisher signed by %+v, want only the rotated key %s", pm.Signatures, ceremony.KeyID(pub))
 	}
+}
+
+// Snapshot and timestamp keys are replaced through a root rotation (they
+// are named by root): a device that trusted metadata signed by the old
+// keys follows, and a timestamp signed by the old key is refused after.
+func TestRotatedSnapshotAndTimestampKeysReachDevices(t *testing.T) {
+	e := newEnv(t)
+	a1 := e.publish("detector", "1.0.0", []byte("one"))
+	if err := e.fetch(a1); err != nil {
+		t.Fatal(err)
+	}
+	oldTS := e.onlineKey(ceremony.RoleTimestamp)
+	for _, role := range []string{ceremony.RoleSnapshot, ceremony.RoleTimestamp} {
+		if _, err := e.repo.RotateOnlineKey(e.ctx, role, store.ActorSystem); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online, err := e.repo.OnlineKeys(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ceremony.KeyID(online.Timestamp) == oldTS.ID {
+		t.Fatal("online keys still offer the old timestamp key")
+	}
+	e.rotateRoot(ceremony.RotateRootOptions{Online: &online})
+	a2 := e.publish("detector", "2.0.0", []byte("two"))
+	if err := e.fetch(a2); err != nil {
+		t.Fatalf("fetch after the snapshot and timestamp keys were rotated = %v, want nil", err)
+	}
+	ts, err := metadata.Timestamp().FromBytes(e.doc(ceremony.RoleTimestamp, 0))
+	if err != nil || len(ts.Signatures) != 1 || ts.Signatures[0].KeyID != ceremony.KeyID(online.Timestamp) {
+		t.Fatalf("timestamp signed by %+v (%v), want only the new key", ts.Signatures, err)
+	}
+	// The old timestamp key (a compromised server's) no longer counts.
+	forged := metadata.Timestamp(e.clock.Now().Add(time.Hour))
+	forged.Signed.Version = ts.Signed.Version + 1
+	forged.Signed.Meta = ts.Signed.Meta
+	e.tamper.set("/metadata/timestamp.json", signed(t, forged, oldTS))
+	for _, a := range []string{a1.Name + "-" + a1.Version, a2.Name + "-" + a2.Version} {
+		os.Remove(filepath.Join(e.artDir, a))
+	}
+	e.mustRefuse(a2, ErrVerification, &metadata.ErrUnsignedMetadata{})
 }
