@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -81,7 +82,8 @@ func (r rolloutInfo) tolerance() (rate, tol float64) {
 		MaxFailureRate float64 `json:"max_failure_rate"`
 	}
 	_ = json.Unmarshal(r.Strategy, &s)
-	return s.MaxFailureRate, s.MaxFailureRate * float64(r.devices())
+	// Rounded like the engine's audit: 0.1 × 3 shows as 0.3.
+	return s.MaxFailureRate, math.Round(s.MaxFailureRate*float64(r.devices())*1e9) / 1e9
 }
 
 func (r rolloutInfo) finished() bool {

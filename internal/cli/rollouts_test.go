@@ -203,3 +203,15 @@ func TestWatchTerminalRedrawsInPlace(t *testing.T) {
 		t.Errorf("second draw = %q, want a redraw of the 3-line block", buf.String())
 	}
 }
+
+// TestToleranceIsShownInDecimal: 0.1 × 3 devices shows as 0.3, like the
+// engine's audit, not as 0.30000000000000004.
+func TestToleranceIsShownInDecimal(t *testing.T) {
+	var buf bytes.Buffer
+	v := &watchView{w: &buf}
+	v.draw(rolloutInfo{ID: "ro_1", State: "halted", Strategy: json.RawMessage(`{"max_failure_rate":0.1}`),
+		Waves: []waveInfo{{Index: 0, Percent: 100, Approval: "auto", Devices: 3, Counts: map[string]int{"failed": 1, "pending": 2}}}}, time.Now())
+	if !strings.Contains(buf.String(), "tolerance 0.3)") {
+		t.Errorf("watch line = %q, want tolerance 0.3", buf.String())
+	}
+}

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
@@ -54,8 +55,11 @@ func (s State) Failures() int {
 	return f
 }
 
-// Tolerance is max_failure_rate × N, the figure of the halt rule.
-func (s State) Tolerance() float64 { return s.MaxFailureRate * float64(s.N()) }
+// Tolerance is max_failure_rate × N, the figure of the halt rule, rounded to
+// nine decimals so that the audit shows 0.3 for 0.1 × 3, not binary noise.
+func (s State) Tolerance() float64 {
+	return math.Round(s.MaxFailureRate*float64(s.N())*1e9) / 1e9
+}
 
 // OverTolerance is the halt rule: failures − acknowledged > rate × N.
 func (s State) OverTolerance() bool {

@@ -225,6 +225,21 @@ func TestHaltAtFirstFailureWithToleranceZero(t *testing.T) {
 	}
 }
 
+// TestHaltRecordsDecimalTolerance: rate 0.1 over 3 devices tolerates 0
+// failures beyond the acknowledged (0.3 < 1) and the halt records the
+// tolerance as 0.3, not 0.30000000000000004.
+func TestHaltRecordsDecimalTolerance(t *testing.T) {
+	f := newSim(t, Strategy{Waves: []WaveSpec{{100, ApprovalAuto}}, MaxFailureRate: 0.1}, 3)
+	w0 := f.inWave(0)
+	f.heartbeat(w0[0])
+	f.report(w0[0], states.RolledBack)
+	f.want(states.Halted, 0)
+	last := f.acts[len(f.acts)-1].(Audit)
+	if last.Type != EventHalted || last.Data["tolerance"] != 0.3 || last.Data["failures"] != 1 {
+		t.Errorf("halt audit = %s %v, want tolerance 0.3 and failures 1", last.Type, last.Data)
+	}
+}
+
 func TestHaltMidWaveFleetWide(t *testing.T) {
 	// 100 devices, tolerance 0.05 × 100 = 5: the sixth failure halts,
 	// while most of wave 1 is still in flight.

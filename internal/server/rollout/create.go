@@ -41,7 +41,7 @@ func ParseProbe(raw json.RawMessage) (healthprobe.Spec, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return healthprobe.Spec{}, errdefs.Invalid(fmt.Sprintf("probe: %v", err))
+		return healthprobe.Spec{}, errdefs.Invalid("probe: " + decodeProblem(err))
 	}
 	if dec.More() {
 		return healthprobe.Spec{}, errdefs.Invalid("probe: trailing data")

@@ -11,7 +11,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sort"
 
@@ -77,7 +79,7 @@ func ParseStrategy(raw json.RawMessage) (Strategy, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
-		return Strategy{}, errdefs.Invalid(fmt.Sprintf("strategy: %v (waves[].percent is a whole number 1-100, approval auto|manual, max_failure_rate a number in [0,1))", err))
+		return Strategy{}, errdefs.Invalid(fmt.Sprintf("strategy: %s (waves[].percent is a whole number 1-100, approval auto|manual, max_failure_rate a number in [0,1))", decodeProblem(err)))
 	}
 	if dec.More() {
 		return Strategy{}, errdefs.Invalid("strategy: trailing data")
@@ -173,6 +175,23 @@ func (s Strategy) Partition(devices []string) [][]string {
 // decimal means what the operator wrote.
 func AllowedFailures(rate float64, n int) int {
 	return int(math.Floor(rate*float64(n) + 1e-9))
+}
+
+// decodeProblem describes a decoding error of a nested document without the
+// Go type names the decoder puts in its messages (no internal detail in
+// error bodies).
+func decodeProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te) && te.Field != "":
+		return fmt.Sprintf("field %q cannot be %s", te.Field, truncate(te.Value))
+	case errors.As(err, &te):
+		return fmt.Sprintf("want a JSON object, not %s", truncate(te.Value))
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
+		return "not valid JSON"
+	}
+	return truncate(err.Error()) // "json: unknown field \"x\"" names nothing internal
 }
 
 func truncate(s string) string {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -110,6 +111,27 @@ func TestParseStrategy(t *testing.T) {
 	for _, in := range bad {
 		if _, err := ParseStrategy([]byte(in)); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("ParseStrategy(%q) = %v, want invalid", in, err)
+		}
+	}
+}
+
+// TestDecodeErrorsNameNoGoTypes: a wrongly typed strategy or probe gets an
+// error naming the field, never a Go type (no internal detail in bodies).
+func TestDecodeErrorsNameNoGoTypes(t *testing.T) {
+	for _, tt := range []struct {
+		in, want string
+		parse    func([]byte) error
+	}{
+		{`{"waves":[{"percent":1.5},{"percent":100}]}`, `field "waves.percent" cannot be number 1.5`, func(b []byte) error { _, err := ParseStrategy(b); return err }},
+		{`{"waves":"x"}`, `field "waves" cannot be string`, func(b []byte) error { _, err := ParseStrategy(b); return err }},
+		{`[]`, `want a JSON object, not array`, func(b []byte) error { _, err := ParseStrategy(b); return err }},
+		{`{"type":"file","target":"/x","attempts":"3"}`, `field "attempts" cannot be string`, func(b []byte) error { _, err := ParseProbe(b); return err }},
+		{`{"type":"file",`, `not valid JSON`, func(b []byte) error { _, err := ParseProbe(b); return err }},
+	} {
+		err := tt.parse([]byte(tt.in))
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "Go ") ||
+			strings.Contains(err.Error(), "rollout.") || strings.Contains(err.Error(), "Spec") {
+			t.Errorf("parse %s = %v, want invalid naming %q and no Go type", tt.in, err, tt.want)
 		}
 	}
 }
