@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/meshanics/meshanics/internal/agent/execx"
 	"github.com/meshanics/meshanics/internal/artifact"
+	"github.com/meshanics/meshanics/internal/errdefs"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 	"google.golang.org/protobuf/testing/protocmp"
 )
@@ -114,6 +116,32 @@ func TestTamperedBytesStayNonTerminal(t *testing.T) {
 	}
 	if m, _ := filepath.Glob(filepath.Join(e.data, "artifacts/det/versions/1/*")); len(m) != 0 {
 		t.Errorf("tampered bytes left staged: %v", m)
+	}
+}
+
+// Expired update metadata (a frozen repository, or a device whose clock is
+// ahead) refuses the install, reports why, and stays non-terminal: once
+// the repository re-signs, the same assignment installs.
+func TestExpiredMetadataRefusesInstallAndReportsWhy(t *testing.T) {
+	e := newEnv(t)
+	r := e.start(t)
+	a := apply("a1", e.repo.model("det", "1", "weights"), nil)
+	e.repo.fail = fmt.Errorf("refresh update metadata: timestamp.json is expired: %w", errdefs.ErrExpired)
+	if err := r.Reconcile(ctx, []*devicev1.Assignment{a}); err != nil {
+		t.Fatalf("Reconcile with expired metadata = %v, want nil (the agent keeps running)", err)
+	}
+	got := e.rep.got[len(e.rep.got)-1]
+	if !strings.HasPrefix(got, "a1 downloading ") || !strings.Contains(got, "expired") {
+		t.Errorf("expired metadata reported %q, want downloading with the reason", got)
+	}
+	if cur := e.current("det"); cur != "<none>" {
+		t.Errorf("installed %q with expired metadata", cur)
+	}
+	e.repo.fail = nil
+	e.clock.Add(time.Hour)
+	r.Reconcile(ctx, []*devicev1.Assignment{a})
+	if got := e.rep.last("a1"); got != "healthy" {
+		t.Errorf("after the repository re-signed the assignment ended %q, want healthy", got)
 	}
 }
 
