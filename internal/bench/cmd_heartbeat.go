@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -57,6 +58,7 @@ type heartbeatFlags struct {
 }
 
 func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	stderr = &lockedWriter{w: stderr} // worker processes write to it too
 	var f heartbeatFlags
 	fs := newFlags("heartbeat", stderr)
 	fs.IntVar(&f.devices, "devices", 1000, "simulated devices")
@@ -345,4 +347,16 @@ func (w *worker) stop() {
 		_ = w.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
