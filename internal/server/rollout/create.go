@@ -46,6 +46,25 @@ func ParseProbe(raw json.RawMessage) (healthprobe.Spec, error) {
 	if dec.More() {
 		return healthprobe.Spec{}, errdefs.Invalid("probe: trailing data")
 	}
+	// An absent field takes its default; one written as 0 is out of the
+	// SPEC §4.4 bounds and is refused rather than silently replaced.
+	var explicit struct {
+		TimeoutSeconds  *int `json:"timeout_seconds"`
+		Attempts        *int `json:"attempts"`
+		IntervalSeconds *int `json:"interval_seconds"`
+	}
+	if err := json.Unmarshal(raw, &explicit); err != nil {
+		return healthprobe.Spec{}, errdefs.Invalid("probe: " + decodeProblem(err))
+	}
+	for _, f := range []struct {
+		name     string
+		v        *int
+		min, max int
+	}{{"timeout_seconds", explicit.TimeoutSeconds, 1, 300}, {"attempts", explicit.Attempts, 1, 10}, {"interval_seconds", explicit.IntervalSeconds, 1, 300}} {
+		if f.v != nil && *f.v == 0 {
+			return healthprobe.Spec{}, errdefs.Invalid(fmt.Sprintf("probe %s must be in [%d, %d], got 0 (leave it out for the default)", f.name, f.min, f.max))
+		}
+	}
 	p = p.WithDefaults()
 	if err := p.Validate(); err != nil {
 		return healthprobe.Spec{}, errdefs.Invalid(err.Error())

@@ -116,7 +116,8 @@ func TestParseStrategy(t *testing.T) {
 }
 
 // TestDecodeErrorsNameNoGoTypes: a wrongly typed strategy or probe gets an
-// error naming the field, never a Go type (no internal detail in bodies).
+// error naming the field, never a Go type (no internal detail in bodies); a
+// probe bound written as 0 is refused, not replaced by its default.
 func TestDecodeErrorsNameNoGoTypes(t *testing.T) {
 	for _, tt := range []struct {
 		in, want string
@@ -127,6 +128,9 @@ func TestDecodeErrorsNameNoGoTypes(t *testing.T) {
 		{`[]`, `want a JSON object, not array`, func(b []byte) error { _, err := ParseStrategy(b); return err }},
 		{`{"type":"file","target":"/x","attempts":"3"}`, `field "attempts" cannot be string`, func(b []byte) error { _, err := ParseProbe(b); return err }},
 		{`{"type":"file",`, `not valid JSON`, func(b []byte) error { _, err := ParseProbe(b); return err }},
+		{`{"type":"file","target":"/x","attempts":0}`, `probe attempts must be in [1, 10], got 0`, func(b []byte) error { _, err := ParseProbe(b); return err }},
+		{`{"type":"file","target":"/x","timeout_seconds":0}`, `probe timeout_seconds must be in [1, 300], got 0`, func(b []byte) error { _, err := ParseProbe(b); return err }},
+		{`{"type":"file","target":"/x","interval_seconds":0}`, `probe interval_seconds must be in [1, 300], got 0`, func(b []byte) error { _, err := ParseProbe(b); return err }},
 	} {
 		err := tt.parse([]byte(tt.in))
 		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "Go ") ||
