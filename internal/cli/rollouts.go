@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -291,6 +292,7 @@ func rolloutsWatch(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 		return err
 	}
 	view := &watchView{w: a.stdout, tty: isTerminal(a.stdout)}
+	var lastBody []byte
 	for {
 		resp, err := c.do(ctx, http.MethodGet, apiPath("rollouts", pos[0]), nil, nil)
 		if err != nil {
@@ -303,7 +305,17 @@ func rolloutsWatch(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 		if err := decodeBody(resp, &r); err != nil {
 			return err
 		}
-		view.draw(r, time.Now())
+		if a.jsonOut() {
+			// -o json: each changed REST body unchanged, one per line.
+			if !bytes.Equal(resp.body, lastBody) {
+				if err := a.writeRaw(resp.body); err != nil {
+					return err
+				}
+				lastBody = resp.body
+			}
+		} else {
+			view.draw(r, time.Now())
+		}
 		if r.finished() {
 			return nil
 		}

@@ -181,6 +181,14 @@ func TestRolloutsWatchPlainOutput(t *testing.T) {
 			t.Errorf("watch repeated an unchanged line: %q", lines[i])
 		}
 	}
+
+	// -o json: the REST body unchanged, one line per change (here one: the
+	// rollout is already halted).
+	j := s.as(s.admin, "-o", "json", "rollouts", "watch", r.ID)
+	shown := s.as(s.admin, "-o", "json", "rollouts", "show", r.ID)
+	if j.code != 0 || j.stdout != shown.stdout || strings.Count(j.stdout, "\n") != 1 || !strings.Contains(j.stdout, `"state":"halted"`) {
+		t.Errorf("-o json rollouts watch = %+v, want the show body %q", j, shown.stdout)
+	}
 }
 
 func TestWatchTerminalRedrawsInPlace(t *testing.T) {
