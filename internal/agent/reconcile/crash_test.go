@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,6 +52,12 @@ func crashHelper() int {
 	}
 	e.opts.Crashpoint = hit
 	e.opts.Appliers["config"].(*config.Placer).Crashpoint = hit
+	if os.Getenv("KIND") == "container" {
+		if err := e.withContainer(root); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
 	e.repo.midway = func() { hit("mid:fetch") }
 	e.opts.Reporter = fileReporter(filepath.Join(root, "reports.log"))
 	r, err := New(e.opts)
@@ -69,6 +76,9 @@ func crashHelper() int {
 
 // scenario is v1 then v2 of one artifact; v2's probe fails in VARIANT=fail.
 func scenario(e *env, kind, variant string) []*devicev1.Assignment {
+	if kind == "container" {
+		return containerScenario(e, variant)
+	}
 	var v1, v2 *devicev1.Artifact
 	okTarget := filepath.Join(e.data, "artifacts", "det", "current", "model.onnx")
 	if kind == "config" {
@@ -123,9 +133,12 @@ func lines(path string) []string {
 	return out
 }
 
-func newRoot(t *testing.T) string {
+func newRoot(t *testing.T, kind, variant string) string {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "etc", "app"), 0o755)
+	if kind == "container" {
+		newContainerSetup(t, root, variant)
+	}
 	return root
 }
 
@@ -134,32 +147,56 @@ func TestCrashAtEveryBoundaryConverges(t *testing.T) {
 		t.Skip("spawns many processes")
 	}
 	for _, kind := range []string{"model", "config"} {
-		for _, variant := range []string{"ok", "fail", "revert"} {
-			t.Run(kind+"/"+variant, func(t *testing.T) {
-				// Discover the boundaries of the step under test.
-				root := newRoot(t)
-				for _, s := range prelude(variant) {
-					runHelper(t, root, s, kind, variant, "")
+		crashEveryBoundary(t, kind, []string{"ok", "fail", "revert"}, nil, 0)
+	}
+}
+
+// crashEveryBoundary runs, for each variant, the step under test once to
+// discover its boundaries, then for each boundary a fresh device whose
+// agent is SIGKILLed there and restarted, except the boundaries in skip.
+// With concurrent > 0 the
+// boundaries run that many at a time whatever -parallel says (the
+// container cases mostly wait on the Docker engine and on probe intervals).
+func crashEveryBoundary(t *testing.T, kind string, variants, skip []string, concurrent int) {
+	for _, variant := range variants {
+		t.Run(kind+"/"+variant, func(t *testing.T) {
+			// Discover the boundaries of the step under test.
+			root := newRoot(t, kind, variant)
+			for _, s := range prelude(variant) {
+				runHelper(t, root, s, kind, variant, "")
+			}
+			os.Remove(filepath.Join(root, "points.log"))
+			runHelper(t, root, stepUnderTest(variant), kind, variant, "")
+			var points []string
+			for _, p := range lines(filepath.Join(root, "points.log")) {
+				if !slices.Contains(points, p) {
+					points = append(points, p)
 				}
-				os.Remove(filepath.Join(root, "points.log"))
-				runHelper(t, root, stepUnderTest(variant), kind, variant, "")
-				var points []string
-				for _, p := range lines(filepath.Join(root, "points.log")) {
-					if !slices.Contains(points, p) {
-						points = append(points, p)
-					}
-				}
-				if len(points) < 4 {
-					t.Fatalf("only %d boundaries seen: %v", len(points), points)
-				}
+			}
+			if len(points) < 4 {
+				t.Fatalf("only %d boundaries seen: %v", len(points), points)
+			}
+			points = slices.DeleteFunc(points, func(p string) bool { return slices.Contains(skip, p) })
+			if concurrent <= 0 {
 				for _, p := range points {
 					t.Run(p, func(t *testing.T) {
 						t.Parallel()
 						crashAndConverge(t, kind, variant, p)
 					})
 				}
-			})
-		}
+				return
+			}
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, concurrent)
+			for _, p := range points {
+				wg.Go(func() {
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					t.Run(p, func(t *testing.T) { crashAndConverge(t, kind, variant, p) })
+				})
+			}
+			wg.Wait()
+		})
 	}
 }
 
@@ -179,7 +216,7 @@ func stepUnderTest(variant string) string {
 }
 
 func crashAndConverge(t *testing.T, kind, variant, point string) {
-	root := newRoot(t)
+	root := newRoot(t, kind, variant)
 	for _, s := range prelude(variant) {
 		runHelper(t, root, s, kind, variant, "")
 	}
@@ -216,6 +253,10 @@ func crashAndConverge(t *testing.T, kind, variant, point string) {
 // partial file is left anywhere.
 func checkConsistent(t *testing.T, root, kind, final string) {
 	t.Helper()
+	if kind == "container" {
+		checkContainerConsistent(t, root, final)
+		return
+	}
 	data := filepath.Join(root, "data")
 	j, err := statefile.LoadJournal(filepath.Join(data, "update", "journal.json"))
 	if err != nil {

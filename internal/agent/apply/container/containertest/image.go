@@ -78,6 +78,14 @@ func HealthServer(t testing.TB) []byte {
 // baked into its config (so each health value is a different digest).
 func (r *Registry) HealthImage(t testing.TB, repo string, bin []byte, health string) string {
 	t.Helper()
+	return r.HealthImageSalted(t, repo, bin, health, "")
+}
+
+// HealthImageSalted is HealthImage with salt written into the image's
+// history, so tests running in parallel get images of their own (one
+// test's cleanup never removes another's) that still share the layer.
+func (r *Registry) HealthImageSalted(t testing.TB, repo string, bin []byte, health, salt string) string {
+	t.Helper()
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
 	tw.WriteHeader(&tar.Header{Name: "app", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)})
@@ -92,7 +100,7 @@ func (r *Registry) HealthImage(t testing.TB, repo string, bin []byte, health str
 		"config": map[string]any{"Entrypoint": []string{"/app"}, "Env": []string{"HEALTH=" + health},
 			"ExposedPorts": map[string]any{"8080/tcp": map[string]any{}}},
 		"rootfs":  map[string]any{"type": "layers", "diff_ids": []string{digest(raw.Bytes())}},
-		"history": []map[string]string{{"created_by": "meshanics containertest " + strings.ToLower(health)}},
+		"history": []map[string]string{{"created_by": strings.TrimSpace("meshanics containertest " + strings.ToLower(health) + " " + salt)}},
 	})
 	return r.Push(repo, gz.Bytes(), config)
 }
