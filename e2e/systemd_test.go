@@ -59,6 +59,7 @@ func TestAgentUnderSystemd(t *testing.T) {
 	v2 := buildStatic(t, host, "./cmd/meshanics-agent", "agent-v2", sdV2)
 	for name, content := range map[string]string{
 		"app.conf":     "listen=2\n",
+		"app2.conf":    "listen=3\n",
 		"profile.json": `{"activator":"place-file","destination":"` + sdConfDir + `/app.conf","mode":"0640","reload":{"systemd_unit":"` + sdAppUnit + `"}}`,
 		// The allowlisted unit the config reload restarts: it records what
 		// it saw, so the test knows the reload ran after the placement.
@@ -147,6 +148,21 @@ func TestAgentUnderSystemd(t *testing.T) {
 	if out, _ := c.exec(t.Context(), "cat", "/run/meshtest-app.seen"); out != "listen=2\n" {
 		t.Errorf("the reload of %s did not see the placed file: %q", sdAppUnit, out)
 	}
+	// Replacing a file that belongs to the application's user keeps its
+	// owner: CAP_CHOWN/CAP_FOWNER and the chown system calls must survive
+	// the sandbox, and CAP_DAC_OVERRIDE lets root write into the
+	// application's own directory.
+	c.must(t, "chown", "-R", "65534:65534", sdConfDir)
+	c.must(t, "chmod", "0700", sdConfDir)
+	meshctl("artifacts", "publish", "-kind", "config", "-name", "app", "-version", "2",
+		"-file", "/mt/app2.conf", "-file-name", "app.conf", "-profile", "/mt/profile.json")
+	sdRollout(t, meshctl, "app@2", `{"type":"exec","target":"/usr/bin/test","args":["-s","`+sdConfDir+`/app.conf"],"attempts":3,"interval_seconds":1}`, "healthy")
+	if out := c.must(t, "stat", "-c", "%u:%g %a %s", sdConfDir+"/app.conf"); strings.TrimSpace(out) != "65534:65534 640 9" {
+		t.Errorf("replaced config: stat = %q, want owner 65534:65534 kept, mode 640, 9 bytes", out)
+	}
+	if out, _ := c.exec(t.Context(), "cat", "/run/meshtest-app.seen"); out != "listen=3\n" {
+		t.Errorf("the reload of %s did not see the replaced file: %q", sdAppUnit, out)
+	}
 
 	// 4. Log pull: lines from the unit's journal (journalctl format with
 	// the syslog identifier and systemd's own lines for the unit), not the
@@ -194,8 +210,8 @@ func TestAgentUnderSystemd(t *testing.T) {
 	}
 	// The restarted agent registers what it runs: the config payload, as
 	// before the upgrade.
-	if !strings.Contains(after.installed, `"name":"app","version":"1"`) {
-		t.Errorf("after upgrade the device reports installed %s, want app@1", after.installed)
+	if !strings.Contains(after.installed, `"name":"app","version":"2"`) {
+		t.Errorf("after upgrade the device reports installed %s, want app@2", after.installed)
 	}
 	if before.mainPID == after.mainPID || before.invocation == after.invocation {
 		t.Errorf("service not restarted by the upgrade: pid %s → %s, invocation %s → %s",
@@ -220,7 +236,7 @@ func TestAgentUnderSystemd(t *testing.T) {
 			t.Errorf("%s still exists after decommission", p)
 		}
 	}
-	if out, _ := c.exec(t.Context(), "cat", sdConfDir+"/app.conf"); out != "listen=2\n" {
+	if out, _ := c.exec(t.Context(), "cat", sdConfDir+"/app.conf"); out != "listen=3\n" {
 		t.Errorf("decommission touched the running payload: %q", out)
 	}
 	// A restart would come RestartSec (2 s) after the exit; give it several
@@ -378,6 +394,12 @@ func sdRollout(t *testing.T, meshctl func(...string) string, ref, probe, want st
 			} `json:"items"`
 		}
 		_ = json.Unmarshal([]byte(out), &l)
+		if len(l.Items) == 1 && l.Items[0].State != want {
+			switch l.Items[0].State {
+			case "healthy", "rolled_back", "failed": // terminal
+				t.Fatalf("rollout %s ended %s, want %s: %s", ref, l.Items[0].State, want, out)
+			}
+		}
 		return len(l.Items) == 1 && l.Items[0].State == want, out
 	})
 }
