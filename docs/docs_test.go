@@ -297,6 +297,9 @@ func checkAgent(t *testing.T, c docCommand) {
 	if len(args) > 0 && args[0] == "enroll" {
 		_, err = config.ParseEnroll([]string{"-h"}, "host")
 		args = args[1:]
+	} else if len(args) > 0 && args[0] == "csr" {
+		_, err = config.ParseCSR([]string{"-h"}, "host")
+		args = args[1:]
 	} else {
 		_, err = config.Parse([]string{"-h"}, func(string) string { return "" })
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,7 +13,6 @@ import (
 	"github.com/meshanics/meshanics/internal/agent/config"
 	"github.com/meshanics/meshanics/internal/agent/identity"
 	"github.com/meshanics/meshanics/internal/atomicfile"
-	"github.com/meshanics/meshanics/internal/names"
 )
 
 // runCSR is the device side of air-gapped provisioning (SPEC §2): it
@@ -25,45 +23,24 @@ import (
 // key never leaves the device.
 func runCSR(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	host, _ := os.Hostname()
-	fset := flag.NewFlagSet("meshanics-agent csr", flag.ContinueOnError)
-	fset.SetOutput(io.Discard)
-	name := fset.String("name", names.DefaultDevice(host), "device name the CSR is for (default: the host name)")
-	dir := fset.String("config-dir", config.DefaultConfigDir, "where device.key is kept (created 0600 if missing)")
-	out := fset.String("out", "", "write the CSR to `FILE` instead of stdout")
-	fail := func(flagName, format string, a ...any) int {
-		fmt.Fprintf(stderr, "%s csr: configuration error: %v\n", binary, &config.Error{Flag: flagName, Msg: fmt.Sprintf(format, a...)})
+	c, err := config.ParseCSR(args, host)
+	if h := (*config.Help)(nil); errors.As(err, &h) {
+		fmt.Fprintf(stdout, "usage: meshanics-agent csr [-name NAME] [-config-dir /etc/meshanics] [-out FILE]\n\n%s", h.Usage)
+		return agent.ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s csr: configuration error: %v\n", binary, err)
 		return agent.ExitConfig
 	}
-	if err := fset.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fset.SetOutput(stdout)
-			fmt.Fprintf(stdout, "usage: meshanics-agent csr [-name NAME] [-config-dir /etc/meshanics] [-out FILE]\n\n")
-			fset.PrintDefaults()
-			return agent.ExitOK
-		}
-		return fail("", "%v", err)
-	}
-	if fset.NArg() > 0 {
-		return fail("", "unexpected argument %q", fset.Arg(0))
-	}
-	if err := names.ValidateDevice(*name); err != nil {
-		return fail("-name", "%v", err)
-	}
-	if !filepath.IsAbs(*dir) || filepath.Clean(*dir) != *dir {
-		return fail("-config-dir", "%q must be an absolute clean path", *dir)
-	}
-	if *out != "" && !filepath.IsAbs(*out) {
-		return fail("-out", "%q must be an absolute path", *out)
-	}
-	csr, err := deviceCSR(filepath.Join(*dir, "device.key"), *name)
+	csr, err := deviceCSR(filepath.Join(c.ConfigDir, "device.key"), c.Name)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s csr: %v\n", binary, err)
 		return agent.ExitFailure
 	}
-	if *out == "" {
+	if c.Out == "" {
 		_, err = stdout.Write(csr)
 	} else {
-		err = atomicfile.WriteFile(*out, csr, 0o644)
+		err = atomicfile.WriteFile(c.Out, csr, 0o644)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%s csr: write: %v\n", binary, err)

@@ -98,3 +98,15 @@ func TestCSRConfigErrorsExit78(t *testing.T) {
 		t.Error("a corrupt device.key was replaced")
 	}
 }
+
+func TestCSRHelpExits0(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"csr", "-h"}, &out, &errb, noEnv); code != 0 {
+		t.Fatalf("run(csr -h) = %d, want 0", code)
+	}
+	for _, f := range []string{"-name", "-config-dir", "-out"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("csr -h printed %q, want %s listed", out.String(), f)
+		}
+	}
+}
