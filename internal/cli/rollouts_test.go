@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,8 +128,20 @@ func TestRolloutsWatchPlainOutput(t *testing.T) {
 		t.Fatalf("rollouts show = %+v", res)
 	}
 
+	// Watch, and play the devices only once its first view is out, so that
+	// the first line shows the running rollout however slow the machine.
 	watched := make(chan result, 1)
-	go func() { watched <- s.as(s.admin, "rollouts", "watch", r.ID) }()
+	var wout, werr lockedBuffer
+	go func() {
+		code := run(ctx, []string{"-server", s.url, "-ca", s.caFile, "-api-key", s.admin, "rollouts", "watch", r.ID},
+			strings.NewReader(""), &wout, &werr, func(string) (string, bool) { return "", false })
+		watched <- result{code: code, stdout: wout.String(), stderr: werr.String()}
+	}()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(wout.String(), "\n"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watch printed nothing: %q", werr.String())
+		}
+	}
 	// Play the devices: wave 0 healthy, then the first wave-1 device fails
 	// and the rollout halts (tolerance 0).
 	play := func(dev string, final states.Device) {
@@ -222,4 +235,22 @@ func TestToleranceIsShownInDecimal(t *testing.T) {
 	if !strings.Contains(buf.String(), "tolerance 0.3)") {
 		t.Errorf("watch line = %q, want tolerance 0.3", buf.String())
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
