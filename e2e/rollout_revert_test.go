@@ -137,7 +137,13 @@ func TestRolloutAbortRevertRealAgents(t *testing.T) {
 
 	// Everyone runs det@1.
 	r1 := create("det@1", "")
-	waitFor("det@1 to complete", func() bool { return show(r1).State == "completed" })
+	// Waits are on device states too: on a loaded machine a device may look
+	// offline for a moment, and a wave does not wait for offline devices.
+	allHealthy := func(id string, wave int) bool {
+		r := show(id)
+		return r.Waves[wave].Counts["healthy"] == r.Waves[wave].Devices
+	}
+	waitFor("det@1 to complete", func() bool { return show(r1).State == "completed" && allHealthy(r1, 0) })
 	for _, a := range agents {
 		if a.current() != "versions/1" {
 			t.Fatalf("%s runs %q after det@1, want versions/1", a.name, a.current())
@@ -146,7 +152,7 @@ func TestRolloutAbortRevertRealAgents(t *testing.T) {
 
 	// det@2: a canary of two devices (ceil(66 × 3 / 100)), then a manual gate.
 	r2 := create("det@2", `{"waves":[{"percent":66},{"percent":100,"approval":"manual"}]}`)
-	waitFor("the det@2 canary to reach the manual gate", func() bool { return show(r2).State == "waiting_for_approval" })
+	waitFor("the det@2 canary to reach the manual gate", func() bool { return show(r2).State == "waiting_for_approval" && allHealthy(r2, 0) })
 	var canary []*revertAgent
 	var gated *revertAgent
 	for name, d := range devices(r2) {
