@@ -26,6 +26,7 @@ const (
 	sdConfDir  = "/etc/meshtest"
 	sdAppUnit  = "meshtest-app.service"
 	sdRepoHost = "127.0.0.1:9444"
+	sdModel    = "/var/lib/meshanics/artifacts/det/current/model.onnx"
 )
 
 // TestAgentUnderSystemd proves the agent's operational story under real
@@ -58,9 +59,11 @@ func TestAgentUnderSystemd(t *testing.T) {
 	buildStatic(t, agents, "./cmd/meshanics-agent", "meshanics-agent-linux-"+runtime.GOARCH, sdV1)
 	v2 := buildStatic(t, host, "./cmd/meshanics-agent", "agent-v2", sdV2)
 	for name, content := range map[string]string{
-		"app.conf":     "listen=2\n",
-		"app2.conf":    "listen=3\n",
-		"profile.json": `{"activator":"place-file","destination":"` + sdConfDir + `/app.conf","mode":"0640","reload":{"systemd_unit":"` + sdAppUnit + `"}}`,
+		"app.conf":      "listen=2\n",
+		"app2.conf":     "listen=3\n",
+		"model.onnx":    "weights one",
+		"manifest.json": `{"framework":"onnx"}`,
+		"profile.json":  `{"activator":"place-file","destination":"` + sdConfDir + `/app.conf","mode":"0640","reload":{"systemd_unit":"` + sdAppUnit + `"}}`,
 		// The allowlisted unit the config reload restarts: it records what
 		// it saw, so the test knows the reload ran after the placement.
 		sdAppUnit: "[Unit]\nDescription=meshtest app\n[Service]\nType=oneshot\nRemainAfterExit=yes\n" +
@@ -164,6 +167,15 @@ func TestAgentUnderSystemd(t *testing.T) {
 		t.Errorf("the reload of %s did not see the replaced file: %q", sdAppUnit, out)
 	}
 
+	// A model payload: staged in the data dir and activated by the
+	// symlink swap, under ProtectSystem=strict.
+	meshctl("artifacts", "publish", "-kind", "model", "-name", "det", "-version", "1",
+		"-file", "/mt/model.onnx", "-file-name", "model.onnx", "-manifest", "/mt/manifest.json")
+	sdRollout(t, meshctl, "det@1", `{"type":"file","target":"`+sdModel+`","attempts":3,"interval_seconds":1}`, "healthy")
+	if out, _ := c.exec(t.Context(), "cat", sdModel); out != "weights one" {
+		t.Errorf("model current = %q", out)
+	}
+
 	// 4. Log pull: lines from the unit's journal (journalctl format with
 	// the syslog identifier and systemd's own lines for the unit), not the
 	// in-memory ring.
@@ -237,7 +249,10 @@ func TestAgentUnderSystemd(t *testing.T) {
 		}
 	}
 	if out, _ := c.exec(t.Context(), "cat", sdConfDir+"/app.conf"); out != "listen=3\n" {
-		t.Errorf("decommission touched the running payload: %q", out)
+		t.Errorf("decommission touched the running config payload: %q", out)
+	}
+	if out, _ := c.exec(t.Context(), "cat", sdModel); out != "weights one" {
+		t.Errorf("decommission touched the running model payload: %q", out)
 	}
 	// A restart would come RestartSec (2 s) after the exit; give it several
 	// times that and check none happened.
@@ -296,7 +311,8 @@ func checkSandbox(t *testing.T, c *sysdContainer) {
 	// The mount table as the agent sees it: / and /usr read-only, the data
 	// dir and the allowlisted destination writable.
 	mounts := c.must(t, "cat", "/proc/"+st["MainPID"]+"/mountinfo")
-	for path, want := range map[string]string{"/": "ro", "/usr": "ro", "/var/lib/meshanics": "rw", "/etc/meshanics": "rw", sdConfDir: "rw"} {
+	for path, want := range map[string]string{"/": "ro", "/usr": "ro", "/etc": "ro", "/var/lib/meshanics": "rw", "/etc/meshanics": "rw",
+		sdConfDir: "rw", "/etc/docker/certs.d": "rw", "/etc/containers/certs.d": "rw"} {
 		if got := mountMode(mounts, path); got != want {
 			t.Errorf("agent sees %s mounted %q, want %q", path, got, want)
 		}
@@ -352,7 +368,7 @@ func deviceSnapshot(t *testing.T, c *sysdContainer, meshctl func(...string) stri
 		t.Fatal(err)
 	}
 	s.enrolledAt, s.installed = d.EnrolledAt, string(d.Installed)
-	s.artifacts = c.must(t, "sh", "-c", "cd /var/lib/meshanics/artifacts && find . -printf '%p %y %s %i\\n' | sort")
+	s.artifacts = c.must(t, "sh", "-c", "cd /var/lib/meshanics/artifacts && find . -printf '%p %y %s %i %l\\n' | sort")
 	s.payload = c.must(t, "stat", "-c", "%i %s %a %Y", sdConfDir+"/app.conf")
 	s.trustCA = c.must(t, "sha256sum", "/etc/docker/certs.d/"+sdRepoHost+"/ca.crt", "/etc/containers/certs.d/"+sdRepoHost+"/ca.crt")
 	st := c.show(t, sdUnit, "MainPID", "InvocationID")
