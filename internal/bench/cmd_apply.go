@@ -145,7 +145,7 @@ func applyDevice(ctx context.Context, op *operator, cp *controlPlane, dataDir st
 	if err != nil {
 		return nil, err
 	}
-	e := newEnroller(op.url, token, cp.caPEM)
+	e := newEnroller([]string{op.url}, token, cp.caPEM)
 	defer e.close()
 	dev, enr, err := e.enroll(ctx, "bench-apply")
 	if err != nil {

@@ -106,6 +106,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 
 	var (
 		webURL    string
+		webURLs   []string
 		apiKey    = f.apiKey
 		caPEM     []byte
 		addrs     []string
@@ -114,6 +115,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	)
 	if f.server != "" {
 		webURL = strings.TrimRight(f.server, "/")
+		webURLs = []string{webURL}
 		if caPEM, err = os.ReadFile(f.caFile); err != nil {
 			return err
 		}
@@ -146,6 +148,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		webURL, apiKey, caPEM, pids = cp.servers[0].webURL, cp.apiKey, cp.caPEM, cp.pids
 		for _, s := range cp.servers {
 			addrs = append(addrs, s.deviceAddr)
+			webURLs = append(webURLs, s.webURL)
 		}
 	}
 	op := newOperator(webURL, apiKey, caPEM)
@@ -159,7 +162,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	// processes (each connection is a descriptor on both ends).
 	var specs []fleetSpec
 	for from := 0; from < f.devices; from += f.perProcess {
-		specs = append(specs, fleetSpec{WebURL: webURL, CAPEM: caPEM, Token: token, Prefix: f.prefix,
+		specs = append(specs, fleetSpec{WebURLs: webURLs, CAPEM: caPEM, Token: token, Prefix: f.prefix,
 			From: from, Count: min(f.perProcess, f.devices-from), DeviceAddrs: addrs, Duration: f.duration, Settle: f.settle})
 	}
 	workers := make([]*worker, len(specs)-1)
@@ -237,6 +240,9 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		}
 		out.ServerRSSMB += float64(after.rssKB) / 1024
 		out.ServerCPUPct += cpuPercent(before[i], after)
+		if len(pids) > 1 {
+			logf("replica %d: %.0f MB RSS, %.1f %% CPU", i, float64(after.rssKB)/1024, cpuPercent(before[i], after))
+		}
 	}
 	out.ServerRSSMB, out.ServerCPUPct = round(out.ServerRSSMB, 1), round(out.ServerCPUPct, 1)
 	if f.budget > 0 {

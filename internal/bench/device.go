@@ -61,15 +61,15 @@ type enrollResponse struct {
 // enrollment endpoint rate-limits per address (100/s), and a real fleet
 // enrolls from many addresses.
 type enroller struct {
-	webURL  string
+	webURLs []string
 	token   string
 	clients []*http.Client
 	next    atomic.Uint64
 }
 
-func newEnroller(webURL, token string, caPEM []byte) *enroller {
-	e := &enroller{webURL: webURL, token: token}
-	u, _ := url.Parse(webURL)
+func newEnroller(webURLs []string, token string, caPEM []byte) *enroller {
+	e := &enroller{webURLs: webURLs, token: token}
+	u, _ := url.Parse(webURLs[0])
 	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
 		for i := range 32 {
 			e.clients = append(e.clients, httpClient(caPEM, net.IPv4(127, 0, 1, byte(i+1))))
@@ -102,10 +102,11 @@ func (e *enroller) enroll(ctx context.Context, name string) (*device, enrollResp
 		Hardware: map[string]any{"arch": "amd64", "os": "linux", "cpu_cores": 4},
 		Tags:     map[string]string{"bench": "1"},
 	})
-	c := e.clients[e.next.Add(1)%uint64(len(e.clients))]
+	k := e.next.Add(1)
+	c, webURL := e.clients[k%uint64(len(e.clients))], e.webURLs[k%uint64(len(e.webURLs))]
 	var resp *http.Response
 	for attempt := 0; ; attempt++ {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.webURL+"/api/v1/enroll", bytes.NewReader(body))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, webURL+"/api/v1/enroll", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err = c.Do(req)
 		if err != nil {

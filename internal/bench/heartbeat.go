@@ -14,7 +14,7 @@ import (
 
 // fleetSpec is one process's share of a simulated fleet.
 type fleetSpec struct {
-	WebURL      string        `json:"web_url"`
+	WebURLs     []string      `json:"web_urls"` // enrollment is spread over them
 	CAPEM       []byte        `json:"ca_pem"`
 	Token       string        `json:"token"`
 	Prefix      string        `json:"prefix"`
@@ -62,7 +62,7 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 	for i := range names {
 		names[i] = deviceName(spec.Prefix, spec.From+i)
 	}
-	e := newEnroller(spec.WebURL, spec.Token, spec.CAPEM)
+	e := newEnroller(spec.WebURLs, spec.Token, spec.CAPEM)
 	devs, first, took, err := e.enrollAll(ctx, names, 32)
 	e.close()
 	f := &simFleet{spec: spec, devs: devs}
