@@ -209,4 +209,9 @@ func checkContainerConsistent(t *testing.T, root, final string) {
 			t.Errorf("image of kept version %s was removed", a.Version)
 		}
 	}
+	// A version the slot keeps no longer is pruned, also when the agent
+	// died between the outcome and the prune.
+	if final == "rolled_back" && slot.Previous == nil && dockerOut(s.Docker, "image", "inspect", "--format", "{{.Id}}", s.Image2) != "" {
+		t.Error("image of the rolled-back version 2 was kept")
+	}
 }

@@ -58,6 +58,7 @@ func (r *Reconciler) Resume(ctx context.Context) error {
 		}
 		r.prune(name) // a crash may have come between a terminal write and its prune
 	}
+	r.forget(ctx)
 	for _, id := range ids {
 		t := r.task(id)
 		next, outcome, detail := Recover(Phase(t.Phase), Phase(t.Outcome))
@@ -258,10 +259,13 @@ func (r *Reconciler) finish(ctx context.Context, t *statefile.Task, p Phase, det
 	if detail == "" {
 		detail = t.Detail
 	}
-	var dropped []*statefile.Artifact
 	err := r.edit(func(j *statefile.Journal) {
 		if applied {
-			dropped = r.settleSlot(j, t, p)
+			for _, a := range r.settleSlot(j, t, p) {
+				if _, ok := r.opts.Appliers[a.Kind].(Forgetter); ok {
+					j.Forget = append(j.Forget, a)
+				}
+			}
 		}
 		delete(j.Tasks, t.AssignmentID)
 		j.AddDone(statefile.Done{AssignmentID: t.AssignmentID, State: string(p), Detail: detail, StartedMs: t.StartedMs, AtMs: r.opts.Now().UnixMilli()})
@@ -274,19 +278,27 @@ func (r *Reconciler) finish(ctx context.Context, t *statefile.Task, p Phase, det
 	r.report(ctx, t, p, detail)
 	if t.Artifact.Name != "" {
 		r.prune(t.Artifact.Name)
-		r.forget(ctx, dropped)
+		r.forget(ctx)
 		r.crashpoint("did:prune")
 	}
 	return nil
 }
 
 // forget lets appliers that keep their own store (container images) drop
-// what the slot no longer references. Best effort: a failure only leaks
+// the versions finish queued in the journal; the queue outlives a crash, so
+// Resume completes it. A version referenced again meanwhile (by a slot or
+// an assignment in flight) is skipped. Best effort: a failure only leaks
 // disk, never changes what runs.
-func (r *Reconciler) forget(ctx context.Context, dropped []*statefile.Artifact) {
-	for _, a := range dropped {
+func (r *Reconciler) forget(ctx context.Context) {
+	r.mu.Lock()
+	pending := slices.Clone(r.j.Forget)
+	r.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	for _, a := range pending {
 		f, ok := r.opts.Appliers[a.Kind].(Forgetter)
-		if !ok {
+		if !ok || r.referenced(a) {
 			continue
 		}
 		fctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Rollback)
@@ -295,6 +307,34 @@ func (r *Reconciler) forget(ctx context.Context, dropped []*statefile.Artifact) 
 		}
 		cancel()
 	}
+	err := r.edit(func(j *statefile.Journal) {
+		j.Forget = slices.DeleteFunc(j.Forget, func(a *statefile.Artifact) bool { return slices.Contains(pending, a) })
+	})
+	if err != nil {
+		r.log.Warn("forget old versions", "err", err)
+	}
+}
+
+// referenced reports whether a slot or an assignment in flight still needs
+// the stored bytes of a.
+func (r *Reconciler) referenced(a *statefile.Artifact) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var used []*statefile.Artifact
+	for _, s := range r.j.Slots {
+		for _, k := range []*statefile.Artifact{s.Current, s.Previous} {
+			if k != nil {
+				used = append(used, k)
+			}
+		}
+	}
+	for _, t := range r.j.Tasks {
+		used = append(used, &t.Artifact)
+	}
+	return slices.ContainsFunc(used, func(k *statefile.Artifact) bool {
+		return (k.Name == a.Name && k.Version == a.Version) ||
+			(k.Container != nil && a.Container != nil && k.Container.Image == a.Container.Image)
+	})
 }
 
 // settleSlot is the slot change a terminal phase implies; it returns the

@@ -21,6 +21,10 @@ type Journal struct {
 	Slots   map[string]*Slot `json:"slots"` // by artifact name
 	Tasks   map[string]*Task `json:"tasks"` // in-flight assignments by id
 	Done    []Done           `json:"done"`  // terminal outcomes, oldest first
+	// Forget holds versions a slot no longer keeps whose bytes live in a
+	// store of their own (container images), until they are removed: a
+	// crash between an outcome and the removal must not leak them.
+	Forget []*Artifact `json:"forget,omitempty"`
 }
 
 // Slot is one artifact name on the device.
