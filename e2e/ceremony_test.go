@@ -251,4 +251,56 @@ func TestOfflineCeremonyEndToEnd(t *testing.T) {
 	if b := c.meshctl(t, "-o", "json", "trust", "online-keys"); bytes.Contains(b, []byte(pub1[0])) {
 		t.Errorf("online-keys offers the rotated-out publisher key %s again", pub1[0])
 	}
+
+	// Someone with the server's disk swaps the bytes of a signed artifact
+	// (same length): the agent refuses them as a verification failure,
+	// keeps running v3, and its artifact area holds nothing of v4.
+	publish("4", "weights four")
+	var v4 struct {
+		SHA256 string `json:"sha256"`
+	}
+	if err := json.Unmarshal(c.meshctl(t, "-o", "json", "artifacts", "show", "det@4"), &v4); err != nil || len(v4.SHA256) != 64 {
+		t.Fatalf("artifacts show det@4: %v %+v", err, v4)
+	}
+	blob := filepath.Join(c.dataDir, "blobs", "sha256", v4.SHA256[:2], v4.SHA256)
+	if err := os.WriteFile(blob, []byte("weights evil"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The first refusal is reported right after its partial download is
+	// removed; the retry waits at least 30 s, long enough to look.
+	var r4 struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(c.meshctl(t, "-o", "json", "rollouts", "create", "-artifact", "det@4", "-group", "edge", "-probe", probe), &r4); err != nil || r4.ID == "" {
+		t.Fatalf("rollouts create det@4: %v", err)
+	}
+	for deadline, state := time.Now().Add(90*time.Second), ""; state != "verifying"; time.Sleep(250 * time.Millisecond) {
+		var l struct {
+			Items []struct {
+				State  string `json:"state"`
+				Detail string `json:"detail"`
+			} `json:"items"`
+		}
+		json.Unmarshal(c.meshctl(t, "-o", "json", "rollouts", "devices", r4.ID), &l)
+		if len(l.Items) == 1 {
+			state = l.Items[0].State
+			if state != "verifying" && state != "pending" && state != "downloading" {
+				t.Fatalf("tampered det@4 reached %s (%s), want verifying (refused, retried)", state, l.Items[0].Detail)
+			}
+			if state == "verifying" && !strings.Contains(l.Items[0].Detail, "does not match the signed") {
+				t.Errorf("tampered det@4 refused with %q, want the sha256 mismatch", l.Items[0].Detail)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the device never refused the tampered det@4 (last %q)", state)
+		}
+	}
+	installed("weights three")
+	filepath.WalkDir(filepath.Join(dev, "var", "artifacts"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && (strings.Contains(d.Name(), "partial") || strings.Contains(p, filepath.Join("versions", "4"))) {
+			t.Errorf("a refused download left %s in the artifact area", p)
+		}
+		return nil
+	})
+	c.meshctl(t, "rollouts", "abort", "-policy", "keep", r4.ID)
 }
