@@ -362,6 +362,10 @@ func (v *watchView) draw(r rolloutInfo, now time.Time) {
 	_, tol := r.tolerance()
 	head := fmt.Sprintf("rollout %s  %s -> %s  state %s  failures %d (acknowledged %d, tolerance %g)",
 		r.ID, r.Artifact, r.Group, r.State, r.Failures, r.AcknowledgedFailures, tol)
+	if states.Rollout(r.State) == states.WaitingForApproval {
+		// watch keeps going at a gate: say how to open it.
+		head += "  (to start the next wave: meshctl rollouts approve " + r.ID + ")"
+	}
 	if !v.tty {
 		var parts []string
 		for _, w := range r.Waves {

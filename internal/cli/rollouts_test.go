@@ -237,6 +237,29 @@ func TestToleranceIsShownInDecimal(t *testing.T) {
 	}
 }
 
+// TestWatchSaysHowToPassAGate: at a manual gate watch keeps running, and
+// its view says which command starts the next wave.
+func TestWatchSaysHowToPassAGate(t *testing.T) {
+	for _, tty := range []bool{false, true} {
+		var buf bytes.Buffer
+		v := &watchView{w: &buf, tty: tty}
+		r := rolloutInfo{ID: "ro_1", State: "waiting_for_approval", Waves: []waveInfo{
+			{Index: 0, Percent: 10, Approval: "auto", Devices: 1, Counts: map[string]int{"healthy": 1}},
+			{Index: 1, Percent: 100, Approval: "manual", Devices: 9, Counts: map[string]int{"pending": 9}},
+		}}
+		v.draw(r, time.Now())
+		if !strings.Contains(buf.String(), "meshctl rollouts approve ro_1") {
+			t.Errorf("tty %v: watch view = %q, want the approve command", tty, buf.String())
+		}
+		buf.Reset()
+		r.State = "running"
+		v.draw(r, time.Now())
+		if strings.Contains(buf.String(), "approve") {
+			t.Errorf("tty %v: running view = %q mentions approve", tty, buf.String())
+		}
+	}
+}
+
 // lockedBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
 type lockedBuffer struct {
 	mu sync.Mutex
