@@ -143,6 +143,10 @@ esac
 if [ "$SYSTEMCTL" = yes ] && [ "$(id -u)" -ne 0 ]; then
 	die "run as root (sudo sh -s -- ...): the agent is installed as a system service"
 fi
+# Checked before the token is spent: the service needs a running systemd.
+if [ "$SYSTEMCTL" = yes ] && { [ ! -d /run/systemd/system ] || ! command -v systemctl >/dev/null 2>&1; }; then
+	die "systemd is not running on this machine: the agent is installed as a systemd service (or pass --no-systemctl and run it yourself)"
+fi
 
 for tool in uname sed tr base64 sha256sum mktemp chmod mv; do
 	command -v "$tool" >/dev/null 2>&1 || die "'$tool' is needed but not installed"
