@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -102,6 +103,27 @@ func TestApplyEndToEnd(t *testing.T) {
 	if _, err := os.Stat(marker); err != nil {
 		t.Errorf("the reload did not run: %v", err)
 	}
+
+	// What the device runs reaches its record through heartbeats (the
+	// agent registered once, before any of this was installed).
+	want := map[string]string{"det": "1", "app": "2"}
+	var got map[string]string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		var d struct {
+			Installed []struct{ Name, Version string } `json:"installed"`
+		}
+		if err := json.Unmarshal(c.meshctl(t, "-o", "json", "devices", "show", "e2e-apply"), &d); err != nil {
+			t.Fatal(err)
+		}
+		got = map[string]string{}
+		for _, a := range d.Installed {
+			got[a.Name] = a.Version
+		}
+		if maps.Equal(got, want) {
+			return
+		}
+	}
+	t.Errorf("devices show e2e-apply installed = %v, want %v", got, want)
 }
 
 // rollout starts a rollout of ref to the group "edge", waits until the one
