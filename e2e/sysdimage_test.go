@@ -236,6 +236,7 @@ type sysdContainer struct {
 // hostDir read-only at /mt. It waits until the system is up.
 func startSystemdContainer(t *testing.T, image, hostDir string) *sysdContainer {
 	t.Helper()
+	removeStaleContainers(t)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	c := &sysdContainer{name: "meshanics-sysd-" + hex.EncodeToString(b[:])}
@@ -345,4 +346,29 @@ func buildStatic(t *testing.T, dir, pkg, out, version string) string {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return path
+}
+
+// removeStaleContainers removes systemd test containers left behind by a
+// test binary that was killed (its cleanup never ran): those of this test's
+// label created more than an hour ago, so a run in progress is never hit.
+func removeStaleContainers(t *testing.T) {
+	out, err := docker(context.Background(), nil, "ps", "-a", "--filter", "label=meshanics-test=systemd",
+		"--format", "{{.ID}}\t{{.CreatedAt}}")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		id, created, ok := strings.Cut(line, "\t")
+		if !ok {
+			continue
+		}
+		// "2006-01-02 15:04:05 -0700 MST"
+		at, err := time.Parse("2006-01-02 15:04:05 -0700 MST", created)
+		if err != nil || time.Since(at) < time.Hour {
+			continue
+		}
+		if _, err := docker(context.Background(), nil, "rm", "-f", "-v", id); err == nil {
+			t.Logf("removed stale systemd test container %s (created %s)", id, created)
+		}
+	}
 }
