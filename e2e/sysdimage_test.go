@@ -372,3 +372,22 @@ func removeStaleContainers(t *testing.T) {
 		}
 	}
 }
+
+func TestParseAptSources(t *testing.T) {
+	for _, tc := range []struct {
+		text          string
+		deb822        bool
+		mirror, suite string
+	}{
+		{"deb http://mirror.test/debian-security bookworm-security main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.test/debian bookworm main\n", false, "http://mirror.test/debian", "bookworm"},
+		{"deb https://apt.vendor.test/apt stable main\n", false, "", ""},
+		{"Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\n", true, "http://mirror.test/debian", "bookworm"},
+		{"Types: deb-src\nURIs: http://mirror.test/debian\nSuites: bookworm\n", true, "", ""},
+		{"Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm-updates\n", true, "", ""},
+	} {
+		m, s := parseAptSources(tc.text, tc.deb822)
+		if m != tc.mirror || s != tc.suite {
+			t.Errorf("parseAptSources(%q) = %q, %q; want %q, %q", tc.text, m, s, tc.mirror, tc.suite)
+		}
+	}
+}
