@@ -17,17 +17,19 @@ import (
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
-// Deadlines bound every phase; nothing waits forever.
+// Deadlines bound every phase; nothing waits forever. Verification has
+// none of its own: TUF and the cross-check hash run while the bytes stream
+// (under Download), the rest of it is a local rename and an image pull
+// (under Download too).
 type Deadlines struct {
-	Download time.Duration // fetch (and image pull)
-	Verify   time.Duration
+	Download time.Duration // fetch, and the image pull while verifying
 	Apply    time.Duration // activation, including a reload
 	Rollback time.Duration // undo, remove, revert
 	Probe    time.Duration // slack added to the probe's own worst case
 }
 
 // DefaultDeadlines are used for zero fields.
-var DefaultDeadlines = Deadlines{Download: 30 * time.Minute, Verify: 10 * time.Minute, Apply: 10 * time.Minute, Rollback: 10 * time.Minute, Probe: 30 * time.Second}
+var DefaultDeadlines = Deadlines{Download: 30 * time.Minute, Apply: 10 * time.Minute, Rollback: 10 * time.Minute, Probe: 30 * time.Second}
 
 // Options are the reconciler's dependencies.
 type Options struct {
@@ -106,7 +108,7 @@ func New(opts Options) (*Reconciler, error) {
 
 func withDefaults(d Deadlines) Deadlines {
 	def := DefaultDeadlines
-	for _, p := range []struct{ v, def *time.Duration }{{&d.Download, &def.Download}, {&d.Verify, &def.Verify}, {&d.Apply, &def.Apply}, {&d.Rollback, &def.Rollback}, {&d.Probe, &def.Probe}} {
+	for _, p := range []struct{ v, def *time.Duration }{{&d.Download, &def.Download}, {&d.Apply, &def.Apply}, {&d.Rollback, &def.Rollback}, {&d.Probe, &def.Probe}} {
 		if *p.v <= 0 {
 			*p.v = *p.def
 		}

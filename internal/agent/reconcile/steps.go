@@ -108,8 +108,6 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 // before anything runs. It fills in what a rollback will need (Prior, the
 // config backup location), so entering Applying persists it first.
 func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, string) {
-	ctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Verify)
-	defer cancel()
 	staged, err := r.layout.StagedFile(t.Artifact.Name, t.Artifact.Version, fileName(t.Artifact.TargetPath))
 	if err != nil {
 		return EvRejected, err.Error()
@@ -130,15 +128,6 @@ func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, stri
 	if err != nil {
 		return EvRejected, err.Error()
 	}
-	if st, ok := ap.(Stager); ok {
-		sctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Download)
-		err := st.Stage(sctx, &t.Artifact)
-		cancel()
-		if err != nil {
-			return EvTransient, fmt.Sprintf("pull: %v", err)
-		}
-		r.crashpoint("did:pull")
-	}
 	if err := ap.Check(&t.Artifact); err != nil {
 		return EvRejected, err.Error()
 	}
@@ -146,6 +135,17 @@ func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, stri
 		if err := r.opts.Prober.Check(*t.Probe); err != nil {
 			return EvRejected, err.Error()
 		}
+	}
+	if st, ok := ap.(Stager); ok {
+		// A pull is a download: it gets the download deadline, not the
+		// (shorter) verification one.
+		sctx, cancel := context.WithTimeout(ctx, r.opts.Deadlines.Download)
+		err := st.Stage(sctx, &t.Artifact)
+		cancel()
+		if err != nil {
+			return EvTransient, fmt.Sprintf("pull: %v", err)
+		}
+		r.crashpoint("did:pull")
 	}
 	r.mu.Lock()
 	if s := r.j.Slots[t.Artifact.Name]; s != nil && s.Current != nil {
