@@ -69,6 +69,9 @@ func (p *Prober) Run(ctx context.Context, spec healthprobe.Spec) error {
 		if last == nil {
 			return nil
 		}
+		if errors.Is(last, errdefs.ErrPermission) {
+			return fmt.Errorf("probe refused: %w", last) // no attempt can succeed
+		}
 	}
 	return fmt.Errorf("probe failed after %d attempts: %w", spec.Attempts, last)
 }
@@ -117,7 +120,9 @@ func (p *Prober) http(ctx context.Context, target string, timeout time.Duration)
 	return nil
 }
 
-var errNotLoopback = errors.New("probe may only connect to loopback addresses")
+// errNotLoopback is a policy refusal (say "localhost" resolves elsewhere):
+// the update fails and the previous version is restored (SPEC §4.4).
+var errNotLoopback = fmt.Errorf("%w: probe may only connect to loopback addresses", errdefs.ErrPermission)
 
 // loopbackClient never leaves the device: no proxy, no redirects, and a
 // dialer that refuses any non-loopback address (also after DNS for
