@@ -138,6 +138,11 @@ func (r *Repository) applyImport(b *builder, req ImportRequest, res *ImportResul
 		if !r.holdsAny(role, cur.Signed.Roles[role].KeyIDs) {
 			return invalid("root names %s keys this server does not hold; export the online keys from this server (meshctl trust online-keys)", role)
 		}
+		// The server signs each online role with one key: a higher
+		// threshold would make every device refuse what it signs.
+		if th := cur.Signed.Roles[role].Threshold; th != 1 {
+			return invalid("root sets the %s threshold to %d; online roles are signed with one key (threshold 1)", role, th)
+		}
 	}
 	st.root = cur
 
@@ -176,6 +181,9 @@ func (r *Repository) applyImport(b *builder, req ImportRequest, res *ImportResul
 	if !r.holdsAny(ceremony.RolePublisher, ceremony.PublisherKeyIDs(targets)) {
 		return invalid("targets delegates to a publisher key this server does not hold; export the online keys from this server (meshctl trust online-keys)")
 	}
+	if th := publisherThreshold(targets); th != 1 {
+		return invalid("targets sets the publisher threshold to %d; the publisher signs with one key (threshold 1)", th)
+	}
 	if res.ImportedRoots == 0 && !res.ImportedTarget {
 		return errdefs.Conflict(fmt.Sprintf("nothing new to import: root version %d and targets version %d are already trusted", cur.Signed.Version, targets.Signed.Version))
 	}
@@ -198,4 +206,16 @@ func (r *Repository) holdsAny(role string, ids []string) bool {
 		}
 	}
 	return false
+}
+
+func publisherThreshold(targets *metadata.Metadata[metadata.TargetsType]) int {
+	if targets.Signed.Delegations == nil {
+		return 0
+	}
+	for _, d := range targets.Signed.Delegations.Roles {
+		if d.Name == ceremony.RolePublisher {
+			return d.Threshold
+		}
+	}
+	return 0
 }

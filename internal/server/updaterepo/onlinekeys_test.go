@@ -2,12 +2,15 @@ package updaterepo
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/meshanics/meshanics/internal/ceremony"
+	"github.com/meshanics/meshanics/internal/errdefs"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/server/store/storetest"
 )
@@ -89,4 +92,63 @@ func TestOnlineKeysNeverOfferARotatedOutKey(t *testing.T) {
 			t.Fatalf("after two root rotations the metadata names snapshot/timestamp/publisher %v, want %v", got, want)
 		}
 	})
+}
+
+// A root or targets that asks for more than one signature on an online
+// role is refused: the server signs each with one key, so every device
+// would refuse what it serves.
+func TestImportRefusesOnlineThresholdAboveOne(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t, storetest.SQLite(t), t.TempDir(), nil)
+	online, err := r.OnlineKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{ceremony.RoleSnapshot, ceremony.RoleTimestamp, ceremony.RolePublisher} {
+		t.Run(role, func(t *testing.T) {
+			cdir := t.TempDir()
+			st, err := ceremony.Init(cdir, ceremony.InitOptions{Online: online, Now: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			extra, err := ceremony.NewKey(role)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rootKeys, targetsKeys []*ceremony.PrivateKey
+			for _, k := range st.Keys {
+				if k.Role == ceremony.RoleRoot {
+					rootKeys = append(rootKeys, k)
+				} else {
+					targetsKeys = append(targetsKeys, k)
+				}
+			}
+			if role == ceremony.RolePublisher {
+				d := st.Targets.Signed.Delegations
+				d.Keys[extra.ID] = extra.Public()
+				d.Roles[0].KeyIDs = append(d.Roles[0].KeyIDs, extra.ID)
+				d.Roles[0].Threshold = 2
+			} else {
+				if err := st.Root.Signed.AddKey(extra.Public(), role); err != nil {
+					t.Fatal(err)
+				}
+				st.Root.Signed.Roles[role].Threshold = 2
+			}
+			if err := ceremony.Sign(st.Root, rootKeys...); err != nil {
+				t.Fatal(err)
+			}
+			if err := ceremony.Sign(st.Targets, targetsKeys...); err != nil {
+				t.Fatal(err)
+			}
+			rb, _ := st.Root.ToBytes(false)
+			tb, _ := st.Targets.ToBytes(false)
+			_, err = r.Import(ctx, ImportRequest{Roots: raw([][]byte{rb}), Targets: tb}, "user:admin")
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "threshold 1") {
+				t.Fatalf("Import(%s threshold 2) = %v, want ErrInvalid about the threshold", role, err)
+			}
+			if _, err := r.TrustAnchor(ctx); !errors.Is(err, ErrNotInitialized) {
+				t.Fatalf("a refused import left a trust anchor: %v", err)
+			}
+		})
+	}
 }
