@@ -139,7 +139,7 @@ func (e *env) withContainer(root string) error {
 	if err != nil {
 		return err
 	}
-	e.opts.Appliers["container"] = &container.Applier{Bin: s.Docker}
+	e.opts.Appliers["container"] = &container.Applier{Bin: s.Docker, Crashpoint: e.opts.Crashpoint}
 	e.opts.Prober = probe.New(nil)
 	return nil
 }

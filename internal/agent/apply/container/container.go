@@ -20,6 +20,16 @@ import (
 type Applier struct {
 	Bin     string        // absolute path of docker or podman (see Select)
 	Timeout time.Duration // per runtime call, except pulls (which use ctx); 0 = 2 min
+	// Crashpoint, when set, is called between the steps of an activation
+	// or a rollback (the crash tests kill the process there); production
+	// leaves it nil.
+	Crashpoint func(name string)
+}
+
+func (a *Applier) crashpoint(name string) {
+	if a.Crashpoint != nil {
+		a.Crashpoint(name)
+	}
 }
 
 func (a *Applier) timeout() time.Duration {
@@ -84,6 +94,7 @@ func (a *Applier) Activate(ctx context.Context, next, prior *statefile.Artifact)
 	if err := a.removeFor(ctx, next, prior); err != nil {
 		return err
 	}
+	a.crashpoint("container:removed") // nothing runs in the slot now
 	return a.start(ctx, next)
 }
 
@@ -94,6 +105,7 @@ func (a *Applier) Undo(ctx context.Context, next, prior *statefile.Artifact) err
 	if err := a.removeFor(ctx, next, prior); err != nil {
 		return err
 	}
+	a.crashpoint("container:undo-removed")
 	if prior == nil {
 		return nil
 	}
