@@ -51,6 +51,10 @@ type Devices interface {
 	// InstalledSink records a heartbeat's installed list when it changed
 	// since Register (an apply or rollback finished).
 	InstalledSink
+	// SetHeartbeatInterval records the base interval this server hands
+	// out (no names = every active device), so that offline detection
+	// (3 × the recorded interval) follows a changed -heartbeat-interval.
+	SetHeartbeatInterval(ctx context.Context, interval time.Duration, names ...string) error
 	presence.Sink
 }
 
@@ -254,6 +258,17 @@ func (s *Server) OnlineDevices() int {
 // and device changes, interval adaptation) until ctx ends, then flushes
 // last_seen once more.
 func (s *Server) Run(ctx context.Context) error {
+	// Devices enrolled under another -heartbeat-interval carry that one in
+	// their records; without this, raising the interval would show them
+	// offline between heartbeats. A failure is not fatal: enrollments
+	// record the current interval anyway.
+	// One statement, done even when shutdown comes at once.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeReadTimeout)
+	err := s.devices.SetHeartbeatInterval(sctx, s.interval.base)
+	cancel()
+	if err != nil {
+		s.log.Warn("record the heartbeat interval on device records", "err", err)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.presence.Run(ctx) })
 	g.Go(func() error { return s.pollLoop(ctx) })

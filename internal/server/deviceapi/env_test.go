@@ -42,6 +42,7 @@ type fakeDevices struct {
 
 	installed       map[string]json.RawMessage // by SetInstalled
 	installedWrites int
+	intervals       []time.Duration // SetHeartbeatInterval calls
 }
 
 type fakeCert struct {
@@ -83,6 +84,13 @@ func (f *fakeDevices) SetInstalled(_ context.Context, name string, installed jso
 	f.installed[name] = installed
 	f.installedWrites++
 	return true, nil
+}
+
+func (f *fakeDevices) SetHeartbeatInterval(_ context.Context, interval time.Duration, names ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.intervals = append(f.intervals, interval)
+	return nil
 }
 
 func (f *fakeDevices) TouchDevices(_ context.Context, seen map[string]time.Time) error {

@@ -1,11 +1,13 @@
 package deviceapi
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 
+	"github.com/meshanics/meshanics/internal/server/ca"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/server/store/storetest"
 )
@@ -81,4 +83,33 @@ func TestHeartbeatInstalledSteadyStateWritesNothing(t *testing.T) {
 	if e.srv.installedSeen.same("dev-a", installedDigest(v2)) {
 		t.Error("Invalidate kept the installed digest of dev-a")
 	}
+}
+
+// TestRunRecordsTheBaseInterval: devices enrolled under another
+// -heartbeat-interval take the server's interval when it starts, so a
+// raised interval does not show them offline between heartbeats.
+func TestRunRecordsTheBaseInterval(t *testing.T) {
+	storetest.ForEachEngine(t, func(t *testing.T, db *store.DB) {
+		authority, err := ca.Create(filepath.Join(t.TempDir(), "pki"), "fleet.example", time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enrollIn(t, db, authority, "dev-a") // recorded with 30 s
+		e := newEnvWithCA(t, authority, envOpts{store: db, interval: 2 * time.Minute, flush: 5 * time.Second})
+		if err := e.stop(); err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+		d, err := db.DeviceByName(ctxT(t), "dev-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.HeartbeatInterval != 2*time.Minute {
+			t.Errorf("recorded heartbeat interval after the server started = %v, want 2m0s", d.HeartbeatInterval)
+		}
+		seen := time.Now()
+		d.LastSeen = seen
+		if got := d.Presence(seen.Add(100 * time.Second)); got != "online" {
+			t.Errorf("Presence 100 s after a heartbeat with a 2 min interval = %s, want online", got)
+		}
+	})
 }
