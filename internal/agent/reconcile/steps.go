@@ -119,8 +119,14 @@ func (r *Reconciler) verify(ctx context.Context, t *statefile.Task) (Event, stri
 	if err := os.Rename(file.PartialFile(staged), staged); err != nil {
 		return EvTransient, fmt.Sprintf("verification: %v", err)
 	}
-	if err := atomicfile.SyncDir(filepath.Dir(staged)); err != nil {
-		return EvTransient, fmt.Sprintf("verification: %v", err)
+	// The rename, and the directories the download created, must be
+	// durable before current can point at them (after a power loss the
+	// journal must not name a version whose directory entry was lost).
+	versionDir := filepath.Dir(staged)
+	for _, d := range []string{versionDir, filepath.Dir(versionDir), r.layout.SlotDir(t.Artifact.Name), r.layout.Root} {
+		if err := atomicfile.SyncDir(d); err != nil {
+			return EvTransient, fmt.Sprintf("verification: %v", err)
+		}
 	}
 	r.crashpoint("did:stage")
 	t.Artifact.File = staged

@@ -196,7 +196,17 @@ func backup(dest, dir string) error {
 			return fmt.Errorf("backup %s: %w", dest, err)
 		}
 	}
-	return statefile.SaveJSON(filepath.Join(dir, "meta.json"), m)
+	if err := statefile.SaveJSON(filepath.Join(dir, "meta.json"), m); err != nil {
+		return err
+	}
+	// The backup directory itself must survive a power loss before the
+	// destination is replaced: without it Undo would find nothing to restore.
+	for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+		if err := atomicfile.SyncDir(d); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+	}
+	return nil
 }
 
 func readMeta(dir string) (*meta, error) {
