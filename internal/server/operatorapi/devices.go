@@ -115,6 +115,7 @@ func (a *API) listDevices(w http.ResponseWriter, r *http.Request, _ Principal) e
 		// in-memory heartbeats are fresher by a few seconds. Never show an
 		// item that contradicts the filter asked for.
 		if f.Status != "" && dj.Status != f.Status {
+			total-- // nor count it
 			continue
 		}
 		items = append(items, dj)

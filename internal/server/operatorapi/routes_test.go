@@ -122,6 +122,10 @@ func TestDevices(t *testing.T) {
 				t.Errorf("GET /api/v1/devices%s mismatch (-want +got):\n%s", tc.q, diff)
 			}
 		}
+		// A device hidden because this replica knows better is not counted either.
+		if l := decode[List[deviceJSON]](t, e.admin("GET", "/api/v1/devices?status=offline", nil)); l.Total != len(l.Items) {
+			t.Errorf("?status=offline: total %d with %d items, want them equal", l.Total, len(l.Items))
+		}
 		e.want(e.admin("GET", "/api/v1/devices?status=sleeping", nil), 400, "bad status")
 		e.want(e.admin("GET", "/api/v1/devices?tag=nokv", nil), 400, "bad tag")
 
