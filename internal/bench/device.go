@@ -41,7 +41,7 @@ type enrollRequest struct {
 	Token        string            `json:"token"`
 	Name         string            `json:"name"`
 	CSRPEM       string            `json:"csr_pem"`
-	Hardware     map[string]any    `json:"hardware"`
+	Hardware     json.RawMessage   `json:"hardware"`
 	Tags         map[string]string `json:"tags"`
 	AgentVersion string            `json:"agent_version"`
 }
@@ -55,6 +55,16 @@ type enrollResponse struct {
 	} `json:"config"`
 	TrustAnchor json.RawMessage `json:"trust_anchor"`
 }
+
+// A simulated device enrolls and registers with the same profile, as an
+// agent does: a reconnect then only refreshes last_seen (no record change,
+// no audit event), like a real fleet reconnecting after a server restart.
+var (
+	simHardware = &devicev1.HardwareProfile{Model: "bench", Arch: "amd64", MemoryBytes: 4 << 30, CpuCores: 4, Os: "linux", Kernel: "6.1"}
+	// simHardwareJSON is simHardware as the device API records it.
+	simHardwareJSON = json.RawMessage(`{"model":"bench","soc":"","arch":"amd64","memory_bytes":4294967296,"cpu_cores":4,"accelerators":[],"os":"linux","kernel":"6.1"}`)
+	simTags         = map[string]string{"bench": "1"}
+)
 
 // enroller enrolls devices against one web URL, spreading connections
 // over several loopback source addresses when the server is local: the
@@ -99,8 +109,8 @@ func (e *enroller) enroll(ctx context.Context, name string) (*device, enrollResp
 	body, _ := json.Marshal(enrollRequest{
 		Token: e.token, Name: name, AgentVersion: "bench",
 		CSRPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
-		Hardware: map[string]any{"arch": "amd64", "os": "linux", "cpu_cores": 4},
-		Tags:     map[string]string{"bench": "1"},
+		Hardware: simHardwareJSON,
+		Tags:     simTags,
 	})
 	k := e.next.Add(1)
 	c, webURL := e.clients[k%uint64(len(e.clients))], e.webURLs[k%uint64(len(e.webURLs))]
@@ -227,7 +237,7 @@ func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byt
 				var resp *devicev1.RegisterResponse
 				if err == nil {
 					rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-					resp, err = d.client.Register(rctx, &devicev1.RegisterRequest{AgentVersion: "bench"})
+					resp, err = d.client.Register(rctx, &devicev1.RegisterRequest{AgentVersion: "bench", Hardware: simHardware, Tags: simTags})
 					cancel()
 				}
 				if err != nil {
