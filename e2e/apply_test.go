@@ -44,9 +44,12 @@ func TestApplyEndToEnd(t *testing.T) {
 	if out, err := enroll.CombinedOutput(); err != nil {
 		t.Fatalf("meshanics-agent enroll: %v\n%s", err, out)
 	}
-	agent := startProc(t, "meshanics-agent", readEnv(t, filepath.Join(cfgDir, "agent.env")),
-		filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH))
-	defer agent.stop(t)
+	startAgent := func() *proc {
+		return startProc(t, "meshanics-agent", readEnv(t, filepath.Join(cfgDir, "agent.env")),
+			filepath.Join(c.bin, "meshanics-agent-linux-"+runtime.GOARCH))
+	}
+	agent := startAgent()
+	defer func() { agent.stop(t) }()
 	c.waitStatus(t, "e2e-apply", "online")
 	c.meshctl(t, "groups", "create", "edge", "e2e-apply")
 
@@ -76,6 +79,24 @@ func TestApplyEndToEnd(t *testing.T) {
 	c.rollout(t, "det@2", fileProbe(filepath.Join(dev, "no-such-file")), "rolled_back")
 	if b, _ := os.ReadFile(current); string(b) != "weights one" {
 		t.Errorf("current after the rolled-back v2 = %q, want v1", b)
+	}
+
+	// Model v3, and the agent is SIGKILLed while it applies (its probe
+	// waits ten minutes): the restarted agent rolls back to v1 from its
+	// journal alone, and v1 was never lost.
+	c.meshctl(t, "artifacts", "publish", "-kind", "model", "-name", "det", "-version", "3",
+		"-file", write("v3.onnx", "weights three"), "-file-name", "model.onnx", "-manifest", manifest)
+	id := c.startRollout(t, "det@3", `{"type":"file","target":"`+current+`","initial_delay_seconds":600}`)
+	c.waitDevice(t, id, "det@3", "applying")
+	if err := agent.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-agent.done
+	agent = startAgent()
+	c.waitDevice(t, id, "det@3", "rolled_back")
+	c.settle(t, id)
+	if b, _ := os.ReadFile(current); string(b) != "weights one" {
+		t.Errorf("current after the agent was killed applying v3 = %q, want v1", b)
 	}
 
 	// Config outside the allowlist: failed, nothing written.
@@ -130,6 +151,14 @@ func TestApplyEndToEnd(t *testing.T) {
 // device reaches want, and leaves no active rollout behind.
 func (c *cluster) rollout(t *testing.T, ref, probe, want string) {
 	t.Helper()
+	id := c.startRollout(t, ref, probe)
+	c.waitDevice(t, id, ref, want)
+	c.settle(t, id)
+}
+
+// startRollout starts a rollout of ref to the group "edge".
+func (c *cluster) startRollout(t *testing.T, ref, probe string) string {
+	t.Helper()
 	var r struct {
 		ID string `json:"id"`
 	}
@@ -137,6 +166,12 @@ func (c *cluster) rollout(t *testing.T, ref, probe, want string) {
 	if err := json.Unmarshal(out, &r); err != nil || r.ID == "" {
 		t.Fatalf("rollouts create = %q (%v)", out, err)
 	}
+	return r.ID
+}
+
+// waitDevice waits until the one device of rollout id reaches want.
+func (c *cluster) waitDevice(t *testing.T, id, ref, want string) {
+	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
@@ -146,14 +181,13 @@ func (c *cluster) rollout(t *testing.T, ref, probe, want string) {
 				Detail string `json:"detail"`
 			} `json:"items"`
 		}
-		out := c.meshctl(t, "-o", "json", "rollouts", "devices", r.ID)
+		out := c.meshctl(t, "-o", "json", "rollouts", "devices", id)
 		if err := json.Unmarshal(out, &l); err != nil {
 			t.Fatalf("rollouts devices = %q: %v", out, err)
 		}
 		if len(l.Items) == 1 {
 			last = l.Items[0].State + " (" + l.Items[0].Detail + ")"
 			if l.Items[0].State == want {
-				c.settle(t, r.ID)
 				return
 			}
 		}
