@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshanics/meshanics/internal/names"
 	"github.com/meshanics/meshanics/internal/states"
+	"golang.org/x/sys/unix"
 )
 
 func rolloutsGroup() *group {
@@ -271,15 +272,16 @@ func rolloutsAbort(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	return a.printRollout(resp)
 }
 
-// isTerminal reports whether w is a terminal (a character device), so
-// watch can redraw in place; anything else gets plain lines.
+// isTerminal reports whether w is a terminal (it answers the termios
+// ioctl; /dev/null is a character device but not a terminal), so watch can
+// redraw in place; anything else gets plain lines.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func rolloutsWatch(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
