@@ -224,3 +224,68 @@ func TestPlaceRechecksTheOpenedDirectory(t *testing.T) {
 		t.Errorf("place inside = %v", err)
 	}
 }
+
+// A directory swapped for a symlink after the apply never leads a rollback
+// (Undo or Remove) to write or delete outside the allowlist.
+func TestRollbackRechecksTheOpenedDirectory(t *testing.T) {
+	root, app := tree(t)
+	outside := filepath.Join(root, "outside")
+	pl := &Placer{Policy: Policy{Dest: []string{app}}}
+	ctx := context.Background()
+	sub := filepath.Join(app, "sub")
+	swap := func() {
+		t.Helper()
+		os.RemoveAll(sub)
+		if err := os.Symlink(outside, sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unswap := func() {
+		t.Helper()
+		os.Remove(sub)
+		os.MkdirAll(sub, 0o755)
+	}
+
+	// Undo of a replaced file would write the backup outside.
+	os.WriteFile(filepath.Join(sub, "x.conf"), []byte("planted"), 0o644)
+	next := stageConfig(t, "new", filepath.Join(sub, "x.conf"), "0644", nil)
+	if err := pl.Activate(ctx, next, nil); err != nil {
+		t.Fatal(err)
+	}
+	swap()
+	if err := pl.Undo(ctx, next, nil); !errors.Is(err, errdefs.ErrPermission) {
+		t.Errorf("Undo through a swapped directory = %v, want ErrPermission", err)
+	}
+	if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+		t.Errorf("Undo wrote outside the allowlist: %v", ents)
+	}
+
+	// Undo of a new file would delete a file of the same name outside.
+	unswap()
+	fresh := stageConfig(t, "new", filepath.Join(sub, "y.conf"), "0644", nil)
+	if err := pl.Activate(ctx, fresh, nil); err != nil {
+		t.Fatal(err)
+	}
+	swap()
+	victim := filepath.Join(outside, "y.conf")
+	os.WriteFile(victim, []byte("keep"), 0o644)
+	if err := pl.Undo(ctx, fresh, nil); !errors.Is(err, errdefs.ErrPermission) {
+		t.Errorf("Undo (remove) through a swapped directory = %v, want ErrPermission", err)
+	}
+	if err := pl.Remove(ctx, fresh, ""); !errors.Is(err, errdefs.ErrPermission) {
+		t.Errorf("Remove through a swapped directory = %v, want ErrPermission", err)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "keep" {
+		t.Errorf("a file outside the allowlist was touched: %q %v", b, err)
+	}
+
+	// Unswapped, the same rollbacks work.
+	unswap()
+	os.WriteFile(filepath.Join(sub, "y.conf"), []byte("new"), 0o644)
+	if err := pl.Undo(ctx, fresh, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(sub, "y.conf")); err == nil {
+		t.Error("Undo left the new file in place")
+	}
+}

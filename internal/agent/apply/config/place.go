@@ -101,7 +101,7 @@ func (p *Placer) Undo(ctx context.Context, next, _ *statefile.Artifact) error {
 	if m == nil {
 		return nil
 	}
-	if err := restore(dest, next.Backup, m); err != nil {
+	if err := restore(dest, next.Backup, m, p.Policy.checkRealDir); err != nil {
 		return err
 	}
 	return p.reload(ctx, next.Config.Reload)
@@ -123,7 +123,7 @@ func (p *Placer) Remove(ctx context.Context, cur *statefile.Artifact, original s
 			m = got
 		}
 	}
-	if err := restore(cur.Config.Destination, original, m); err != nil {
+	if err := restore(cur.Config.Destination, original, m, p.Policy.checkRealDir); err != nil {
 		return err
 	}
 	return p.reload(ctx, cur.Config.Reload)
@@ -221,19 +221,49 @@ func readMeta(dir string) (*meta, error) {
 	return m, nil
 }
 
-func restore(dest, dir string, m *meta) error {
+// restore puts the backup in dir back at dest (or removes dest when there
+// was nothing), through the directory actually opened, which checkDir must
+// accept: a directory swapped for a symlink since the apply never leads a
+// rollback to write or delete outside the allowlist.
+func restore(dest, dir string, m *meta, checkDir func(string) error) error {
 	if !m.Existed {
-		if err := os.Remove(dest); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("restore %s: %w", dest, err)
-		}
-		return atomicfile.SyncDir(filepath.Dir(dest))
+		return remove(dest, checkDir)
 	}
 	src, err := os.Open(filepath.Join(dir, "content"))
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", dest, err)
 	}
 	defer src.Close()
-	return place(dest, src, m.Mode, [2]int{m.UID, m.GID}, nil)
+	return place(dest, src, m.Mode, [2]int{m.UID, m.GID}, checkDir)
+}
+
+// remove deletes dest inside its opened directory, if present.
+func remove(dest string, checkDir func(string) error) error {
+	root, err := os.OpenRoot(filepath.Dir(dest))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", dest, err)
+	}
+	defer root.Close()
+	if checkDir != nil {
+		if err := checkDir(openedDir(root)); err != nil {
+			return err
+		}
+	}
+	if err := root.Remove(filepath.Base(dest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("restore %s: %w", dest, err)
+	}
+	d, err := root.Open(".")
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", dest, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("restore %s: sync dir: %w", dest, err)
+	}
+	return nil
 }
 
 // place writes src to a temp file in dest's directory (opened as an
