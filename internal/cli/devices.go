@@ -20,7 +20,7 @@ import (
 func devicesGroup() *group {
 	return &group{
 		name:    "devices",
-		summary: "Devices of the fleet: list, show, decommission, pull logs.",
+		summary: "Devices of the fleet: list, show, decommission, pull logs, provision offline.",
 		cmds: []*command{
 			{name: "list", summary: "list devices (filters: -status, -tag)", run: devicesList},
 			{name: "show", args: "NAME", summary: "show one device", run: devicesShow},

@@ -15,8 +15,9 @@ const agentJitter = 1.1
 
 // WidenCap is the widest interval that keeps the stored offline rule
 // correct. The store judges a device offline when last_seen is older than
-// 3 × the interval recorded at enrollment (the base), and last_seen in the
-// database lags by up to one flush; so a widened interval w must satisfy
+// 3 × the interval on its record (the base; set at enrollment and when the
+// device API starts), and last_seen in the database lags by up to one
+// flush; so a widened interval w must satisfy
 // w × 1.1 + flush ≤ 3 × base. Rounded down to 5 s, never below base.
 func WidenCap(base, flush time.Duration) time.Duration {
 	w := time.Duration(float64(3*base-flush) / agentJitter)
