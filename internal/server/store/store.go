@@ -23,7 +23,7 @@
 //   - A few hot or self-contained writes are *DB methods with their own
 //     transaction: TouchDevices, RegisterDevice, CompleteLogRequest,
 //     FailLogRequest, TouchAPIKey, SetHeartbeatInterval,
-//     DeleteExpiredSessions.
+//     DeleteExpiredSessions, SetInstalled.
 //   - Errors carry errdefs kinds: ErrNotFound, ErrConflict (unique
 //     violations), ErrInvalid (bad input), ErrUnauthenticated (unusable
 //     token/key/session), ErrDecommissioned, ErrPermission. Messages built
