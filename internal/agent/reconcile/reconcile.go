@@ -156,10 +156,15 @@ func (r *Reconciler) shortcut(t *statefile.Task) (Phase, string, bool) {
 	switch {
 	case t.RevertTo == nil && cur == nil:
 		return Reverted, "nothing installed", true
+	case t.RevertTo != nil && cur != nil && cur.Version == t.RevertTo.Version:
+		return Reverted, "already running " + cur.Version, true
+	case !same(cur, &t.Artifact):
+		// A revert undoes the assignment's artifact; the slot runs
+		// something else, so there is nothing of it to undo (and no reason
+		// to change what runs).
+		return Reverted, fmt.Sprintf("not running %s; nothing to revert", t.Artifact.Version), true
 	case t.RevertTo == nil:
 		t.Artifact, t.Prior = *cur, cur // remove cur
-	case cur != nil && cur.Version == t.RevertTo.Version:
-		return Reverted, "already running " + cur.Version, true
 	case prev != nil && prev.Version == t.RevertTo.Version && (t.RevertTo.SHA256 == "" || t.RevertTo.SHA256 == prev.SHA256):
 		t.Artifact, t.Prior = *prev, cur
 		if t.Artifact.Kind == "config" {
