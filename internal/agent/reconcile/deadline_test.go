@@ -2,6 +2,8 @@ package reconcile
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,12 +18,32 @@ type stagingModel struct {
 	file.Model
 	deadline time.Time
 	pulls    int
+	fail     error
 }
 
 func (s *stagingModel) Stage(ctx context.Context, _ *statefile.Artifact) error {
 	s.deadline, _ = ctx.Deadline()
 	s.pulls++
-	return nil
+	return s.fail
+}
+
+func TestPullErrorIsTransient(t *testing.T) {
+	e := newEnv(t)
+	sm := &stagingModel{Model: e.opts.Appliers["model"].(file.Model), fail: errors.New("registry unreachable")}
+	e.opts.Appliers["model"] = sm
+	r := e.start(t)
+	a := apply("a1", e.repo.model("det", "1", "w1"), nil)
+	r.Reconcile(ctx, []*devicev1.Assignment{a})
+	last := e.rep.got[len(e.rep.got)-1]
+	if !strings.HasPrefix(last, "a1 verifying pull: registry unreachable; retry 1 in 30s") {
+		t.Errorf("a failed pull reported %q, want verifying (non-terminal) with the reason and the retry", last)
+	}
+	sm.fail = nil
+	e.clock.Add(31 * time.Second)
+	r.Reconcile(ctx, []*devicev1.Assignment{a})
+	if got := e.rep.last("a1"); got != "healthy" || sm.pulls != 2 {
+		t.Errorf("after the backoff a1 ended %q after %d pulls, want healthy after 2", got, sm.pulls)
+	}
 }
 
 func TestPullGetsTheDownloadDeadlineAndComesAfterPolicy(t *testing.T) {
