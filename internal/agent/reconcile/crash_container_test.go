@@ -84,7 +84,7 @@ func newContainerSetup(t *testing.T, root, variant string) {
 	if variant == "fail" {
 		health2 = "fail"
 	}
-	s := ctSetup{Docker: ctFixture.docker, Name: "crash-" + salt, Port: freePort(t),
+	s := ctSetup{Docker: ctFixture.docker, Name: "crash-" + salt, Port: ctBatch.port(t),
 		Image1: ctFixture.reg.HealthImageSalted(t, "meshanics-test/crash", ctFixture.bin, "ok", salt+"-1"),
 		Image2: ctFixture.reg.HealthImageSalted(t, "meshanics-test/crash", ctFixture.bin, health2, salt+"-2")}
 	b, _ := json.Marshal(s)
@@ -99,6 +99,27 @@ func newContainerSetup(t *testing.T, root, variant string) {
 type ctCleanup struct {
 	mu                 sync.Mutex
 	containers, images []string
+	ports              map[int]bool
+}
+
+// port is a free loopback port no other device of this test was given
+// (the kernel may hand a just-released port out again).
+func (c *ctCleanup) port(t *testing.T) int {
+	for {
+		p := freePort(t)
+		c.mu.Lock()
+		taken := c.ports[p]
+		if !taken {
+			if c.ports == nil {
+				c.ports = map[int]bool{}
+			}
+			c.ports[p] = true
+		}
+		c.mu.Unlock()
+		if !taken {
+			return p
+		}
+	}
 }
 
 var ctBatch *ctCleanup
