@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,17 +66,69 @@ func TestHungActivationHitsDeadlineAndRollsBack(t *testing.T) {
 	}
 }
 
-func TestFailedRollbackEndsFailed(t *testing.T) {
+func TestFailedRollbackIsRetriedThenEndsFailed(t *testing.T) {
 	e := newEnv(t)
 	fake := &stuckApplier{}
 	e.opts.Appliers["model"] = fake
 	r := e.start(t)
 	r.Reconcile(ctx, []*devicev1.Assignment{apply("a1", e.repo.model("det", "1", "w1"), nil)})
 	fake.undoFail = true
-	r.Reconcile(ctx, []*devicev1.Assignment{apply("a2", e.repo.model("det", "2", "w2"), fileProbe("/nonexistent"))})
+	a2 := apply("a2", e.repo.model("det", "2", "w2"), fileProbe("/nonexistent"))
+	for i := 1; i < MaxUndoAttempts; i++ {
+		r.Reconcile(ctx, []*devicev1.Assignment{a2})
+		last := e.rep.got[len(e.rep.got)-1]
+		if want := fmt.Sprintf("a2 applying probe failed after 2 attempts: file probe: stat /nonexistent: no such file or directory; rollback failed: runtime gone; retry %d of %d", i, MaxUndoAttempts-1); !strings.HasPrefix(last, want) {
+			t.Fatalf("try %d: last report = %q, want %q…", i, last, want)
+		}
+		n := len(e.rep.got)
+		r.Reconcile(ctx, []*devicev1.Assignment{a2}) // still in backoff: nothing happens
+		if len(e.rep.got) != n {
+			t.Fatalf("try %d: retried before the backoff: %v", i, e.rep.got[n:])
+		}
+		e.clock.Add(time.Hour)
+	}
+	r.Reconcile(ctx, []*devicev1.Assignment{a2})
 	last := e.rep.got[len(e.rep.got)-1]
-	if !strings.HasPrefix(last, "a2 failed ") || !strings.Contains(last, "rollback failed: runtime gone") {
+	if !strings.HasPrefix(last, "a2 failed probe failed") || !strings.Contains(last, "rollback failed: runtime gone") {
 		t.Errorf("last report = %q, want failed saying the rollback failed", last)
+	}
+}
+
+// The runtime comes back (after a reboot, the agent can start first): the
+// retried rollback restores the previous version.
+func TestRollbackSucceedsOnRetry(t *testing.T) {
+	e := newEnv(t)
+	fake := &stuckApplier{}
+	e.opts.Appliers["model"] = fake
+	r := e.start(t)
+	r.Reconcile(ctx, []*devicev1.Assignment{apply("a1", e.repo.model("det", "1", "w1"), nil)})
+	fake.undoFail = true
+	a2 := apply("a2", e.repo.model("det", "2", "w2"), fileProbe("/nonexistent"))
+	r.Reconcile(ctx, []*devicev1.Assignment{a2})
+	if got := e.rep.last("a2"); got != "applying" || fake.running != "2" {
+		t.Fatalf("after a failed rollback a2 = %q running %q, want applying (in flight) with 2 running", got, fake.running)
+	}
+	fake.undoFail = false
+	e.clock.Add(time.Hour)
+	e.start(t).Reconcile(ctx, []*devicev1.Assignment{a2}) // also across a restart
+	last := e.rep.got[len(e.rep.got)-1]
+	if !strings.HasPrefix(last, "a2 rolled_back probe failed") || !strings.HasSuffix(last, "restored 1") || fake.running != "1" {
+		t.Errorf("last report = %q running %q, want rolled_back restoring 1", last, fake.running)
+	}
+
+	// Also when the server no longer sends the assignment.
+	fake.undoFail = true
+	r = e.start(t)
+	r.Reconcile(ctx, []*devicev1.Assignment{apply("a3", e.repo.model("det", "3", "w3"), fileProbe("/nonexistent"))})
+	fake.undoFail = false
+	r.Reconcile(ctx, nil)
+	if got := e.rep.last("a3"); got != "applying" {
+		t.Errorf("a3 retried before its backoff: %q", got)
+	}
+	e.clock.Add(time.Hour)
+	r.Reconcile(ctx, nil)
+	if got := e.rep.last("a3"); got != "rolled_back" || fake.running != "1" {
+		t.Errorf("withdrawn a3 = %q running %q, want rolled_back with 1 running", got, fake.running)
 	}
 }
 

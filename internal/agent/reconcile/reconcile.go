@@ -36,9 +36,30 @@ func (r *Reconciler) Reconcile(ctx context.Context, desired []*devicev1.Assignme
 		}
 	}
 	if ctx.Err() == nil {
-		errs = append(errs, r.dropUndesired(want))
+		errs = append(errs, r.dropUndesired(want), r.retryRollbacks(ctx, want))
 	}
 	return errors.Join(errs...)
+}
+
+// retryRollbacks retries, once their backoff has passed, the rollbacks of
+// assignments the server no longer sends: a rollback runs to its end
+// whether or not the server still wants the assignment.
+func (r *Reconciler) retryRollbacks(ctx context.Context, want map[string]bool) error {
+	now := r.opts.Now().UnixMilli()
+	r.mu.Lock()
+	var due []*statefile.Task
+	for _, id := range sortedKeys(r.j.Tasks) {
+		if t := r.j.Tasks[id]; !want[id] && Phase(t.Phase) == RollingBack && t.NextAttemptMs <= now {
+			due = append(due, t)
+		}
+	}
+	r.mu.Unlock()
+	for _, t := range due {
+		if err := r.drive(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Resume runs once, at the first call: it applies Recover to every task the
@@ -215,6 +236,8 @@ func (r *Reconciler) drive(ctx context.Context, t *statefile.Task) error {
 			return r.finish(ctx, t, Failed, fmt.Sprintf("internal: %s in phase %s", ev, p), false)
 		case ev == EvTransient:
 			return r.transient(ctx, t, p, detail)
+		case ev == EvUndoFailed && t.UndoAttempts+1 < MaxUndoAttempts:
+			return r.retryUndo(ctx, t, detail)
 		case next.Terminal():
 			return r.finish(ctx, t, next, detail, true)
 		}
@@ -254,6 +277,29 @@ func (r *Reconciler) transient(ctx context.Context, t *statefile.Task, p Phase, 
 		p = Verifying
 	}
 	r.report(ctx, t, p, fmt.Sprintf("%s; retry %d in %s", detail, t.Attempts, wait.Round(time.Second)))
+	return nil
+}
+
+// MaxUndoAttempts is how many times a rollback is tried before the
+// assignment ends failed.
+const MaxUndoAttempts = 5
+
+// retryUndo keeps a failed rollback in flight and schedules another try
+// with backoff (also tried at the next start): the runtime may still be
+// starting after a reboot, or be briefly unavailable, and giving up at
+// once would leave what runs unknown.
+func (r *Reconciler) retryUndo(ctx context.Context, t *statefile.Task, detail string) error {
+	wait := r.opts.Backoff(t.UndoAttempts + 1)
+	err := r.edit(func(*statefile.Journal) {
+		t.UndoAttempts++
+		t.NextAttemptMs = r.opts.Now().Add(wait).UnixMilli()
+	})
+	if err != nil {
+		return err
+	}
+	r.crashpoint("saved:undo-retry")
+	r.log.Warn("rollback failed; will retry", "assignment", t.AssignmentID, "attempt", t.UndoAttempts, "in", wait, "detail", detail)
+	r.report(ctx, t, RollingBack, fmt.Sprintf("%s; retry %d of %d in %s", detail, t.UndoAttempts, MaxUndoAttempts-1, wait.Round(time.Second)))
 	return nil
 }
 

@@ -68,9 +68,12 @@ type Task struct {
 	Prior *Artifact `json:"prior,omitempty"`
 	// StagedSHA256 and StagedLength are computed while the bytes streamed
 	// into the partial file; verification compares them with the assignment.
-	StagedSHA256  string `json:"staged_sha256,omitempty"`
-	StagedLength  int64  `json:"staged_length,omitempty"`
-	Attempts      int    `json:"attempts"`
+	StagedSHA256 string `json:"staged_sha256,omitempty"`
+	StagedLength int64  `json:"staged_length,omitempty"`
+	Attempts     int    `json:"attempts"`
+	// UndoAttempts counts failed rollbacks; a rollback is retried (with
+	// backoff) a few times before the assignment ends failed.
+	UndoAttempts  int    `json:"undo_attempts,omitempty"`
 	NextAttemptMs int64  `json:"next_attempt_unix_ms,omitempty"`
 	StartedMs     int64  `json:"started_unix_ms"`
 	Detail        string `json:"detail,omitempty"`
