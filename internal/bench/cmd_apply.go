@@ -118,9 +118,22 @@ func runApply(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		if err != nil {
 			return err
 		}
+		// For the log: the fetch and verification alone, into nothing.
+		tf := time.Now()
+		if _, err := tufc.Fetch(ctx, as.Artifact, io.Discard); err != nil {
+			return err
+		}
+		logf("run %d: fetch + verify alone (no disk) %.2f s", run+1, time.Since(tf).Seconds())
+		rep.reset()
+		srv0, _ := sampleProc(cp.pids[0])
+		self0, _ := sampleProc(os.Getpid())
 		t0 = time.Now()
 		err = rec.Reconcile(ctx, []*devicev1.Assignment{as})
 		at := time.Since(t0)
+		srv1, _ := sampleProc(cp.pids[0])
+		self1, _ := sampleProc(os.Getpid())
+		logf("run %d: reports %s", run+1, strings.Join(rep.reset(), ", "))
+		logf("run %d: during the agent path the server used %.0f %% and the agent code %.0f %% of one core", run+1, cpuPercent(srv0, srv1), cpuPercent(self0, self1))
 		if perr := stopProf(); err == nil {
 			err = perr
 		}
@@ -218,6 +231,16 @@ type lastReport struct {
 	mu     sync.Mutex
 	state  map[string]string
 	detail map[string]string
+	since  time.Time
+	trail  []string // state +seconds since since, for the log
+}
+
+func (r *lastReport) reset() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.trail
+	r.trail, r.since = nil, time.Now()
+	return t
 }
 
 func (r *lastReport) Report(_ context.Context, id, state, detail string) error {
@@ -227,6 +250,7 @@ func (r *lastReport) Report(_ context.Context, id, state, detail string) error {
 		r.state, r.detail = map[string]string{}, map[string]string{}
 	}
 	r.state[id], r.detail[id] = state, detail
+	r.trail = append(r.trail, fmt.Sprintf("%s +%.2fs", state, time.Since(r.since).Seconds()))
 	return nil
 }
 

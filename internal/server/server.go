@@ -257,7 +257,12 @@ func (s *Server) Run(ctx context.Context) error {
 
 	cert := s.serving.current()
 	webSrv := s.httpServer(s.web, s.serving.use(s.ca.WebTLSConfig(cert)))
-	repoSrv := s.httpServer(s.repoHandler(), s.serving.use(s.ca.MutualTLSConfig(cert, "h2", "http/1.1")))
+	// The repository speaks HTTP/1.1 only: Go's HTTP/2 server hands a
+	// response body to its connection goroutine 4 KiB at a time, which cost
+	// ≈4× the server CPU of HTTP/1.1 for a 1 GiB model (docs/benchmarks.md).
+	// Targets are single large GETs; HTTP/2's multiplexing buys nothing.
+	repoSrv := s.httpServer(s.repoHandler(), s.serving.use(s.ca.MutualTLSConfig(cert, "http/1.1")))
+	repoSrv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	serveHTTP := func(name string, srv *http.Server, ln net.Listener) {
 		g.Go(func() error {
 			if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -232,8 +232,7 @@ func (c *Client) download(ctx context.Context, v Verified, w io.Writer) error {
 		return fmt.Errorf("%w: %s: server announces %d bytes, signed length is %d", ErrVerification, v.Path, resp.ContentLength, v.Length)
 	}
 	h := sha256.New()
-	buf := make([]byte, 1<<20) // large reads: fewer syscalls on multi-GiB models
-	n, err := io.CopyBuffer(io.MultiWriter(w, h), io.LimitReader(resp.Body, v.Length+1), buf)
+	n, err := copyHashed(w, h, io.LimitReader(resp.Body, v.Length+1))
 	if err != nil {
 		return fmt.Errorf("download %s: %w", v.Path, err)
 	}
