@@ -53,23 +53,10 @@ func apiKeysCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if *role == "" {
 		return usagef("api-keys create: -role is required (admin, operator, approver or viewer)")
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("api-keys"), nil, map[string]string{"name": pos[0], "role": *role})
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var k apiKey
-	if err := decodeBody(resp, &k); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "created API key %s (%s, role %s). It is shown only this once:\n%s\n", k.ID, k.Name, k.Role, k.Key)
-	return nil
+	return printObject(ctx, a, http.MethodPost, apiPath("api-keys"), map[string]string{"name": pos[0], "role": *role}, func(k apiKey) error {
+		fmt.Fprintf(a.stdout, "created API key %s (%s, role %s). It is shown only this once:\n%s\n", k.ID, k.Name, k.Role, k.Key)
+		return nil
+	})
 }
 
 func apiKeysDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -77,15 +64,5 @@ func apiKeysDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	if _, err := c.do(ctx, http.MethodDelete, apiPath("api-keys", pos[0]), nil, nil); err != nil {
-		return err
-	}
-	if !a.jsonOut() {
-		fmt.Fprintf(a.stdout, "revoked API key %s\n", pos[0])
-	}
-	return nil
+	return deleteObject(ctx, a, apiPath("api-keys", pos[0]), fmt.Sprintf("revoked API key %s", pos[0]))
 }

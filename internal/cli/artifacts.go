@@ -253,21 +253,10 @@ func artifactsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("artifacts", name, version), nil, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var ai artifactInfo
-	if err := decodeBody(resp, &ai); err != nil {
-		return err
-	}
+	return printObject(ctx, a, http.MethodGet, apiPath("artifacts", name, version), nil, a.showArtifact)
+}
+
+func (a *app) showArtifact(ai artifactInfo) error {
 	tw := a.table()
 	fmt.Fprintf(tw, "Artifact:\t%s@%s\nKind:\t%s\nTarget:\t%s\nSHA256:\t%s\nLength:\t%d\nPublished:\t%s by %s\n",
 		ai.Name, ai.Version, ai.Kind, ai.TargetPath, ai.SHA256, ai.Length, fmtTime(ai.CreatedAt), ai.PublishedBy)

@@ -135,22 +135,7 @@ func devicesShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("devices", name), nil, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var d device
-	if err := decodeBody(resp, &d); err != nil {
-		return err
-	}
-	return a.printDevice(d)
+	return printObject(ctx, a, http.MethodGet, apiPath("devices", name), nil, a.printDevice)
 }
 
 func (a *app) printDevice(d device) error {

@@ -52,13 +52,12 @@ func checkDeviceNames(devs []string) error {
 }
 
 func (a *app) printGroupResult(resp *response, verb string) error {
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var res groupResult
-	if err := decodeBody(resp, &res); err != nil {
-		return err
-	}
+	return printResponse(a, resp, func(res groupResult) error {
+		return a.showGroupResult(res, verb)
+	})
+}
+
+func (a *app) showGroupResult(res groupResult, verb string) error {
 	fmt.Fprintf(a.stdout, "Group %s %s: %d device(s)\n", res.Group.Name, verb, res.Group.Size)
 	if len(res.Unresolved) > 0 {
 		fmt.Fprintf(a.stdout, "Unresolved (no such device): %s\n", strings.Join(res.Unresolved, " "))
@@ -131,26 +130,13 @@ func groupsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) er
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("groups", pos[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var g groupInfo
-	if err := decodeBody(resp, &g); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "Group:    %s\nDevices:  %d\nCreated:  %s by %s\nUpdated:  %s\n", g.Name, g.Size, fmtTime(g.CreatedAt), g.CreatedBy, fmtTime(g.UpdatedAt))
-	for _, d := range g.Devices {
-		fmt.Fprintf(a.stdout, "  %s\n", d)
-	}
-	return nil
+	return printObject(ctx, a, http.MethodGet, apiPath("groups", pos[0]), nil, func(g groupInfo) error {
+		fmt.Fprintf(a.stdout, "Group:    %s\nDevices:  %d\nCreated:  %s by %s\nUpdated:  %s\n", g.Name, g.Size, fmtTime(g.CreatedAt), g.CreatedBy, fmtTime(g.UpdatedAt))
+		for _, d := range g.Devices {
+			fmt.Fprintf(a.stdout, "  %s\n", d)
+		}
+		return nil
+	})
 }
 
 func groupsDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -158,15 +144,5 @@ func groupsDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	if _, err := c.do(ctx, http.MethodDelete, apiPath("groups", pos[0]), nil, nil); err != nil {
-		return err
-	}
-	if !a.jsonOut() {
-		fmt.Fprintf(a.stdout, "Group %s deleted\n", pos[0])
-	}
-	return nil
+	return deleteObject(ctx, a, apiPath("groups", pos[0]), fmt.Sprintf("Group %s deleted", pos[0]))
 }

@@ -138,3 +138,45 @@ func printList[T any](ctx context.Context, a *app, path string, q url.Values, he
 	a.listFooter(len(l.Items), l.Total, l.Offset)
 	return nil
 }
+
+// printObject sends one request and prints the response body unchanged
+// (-o json) or decoded into a T and rendered by show.
+func printObject[T any](ctx context.Context, a *app, method, path string, body any, show func(T) error) error {
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, method, path, nil, body)
+	if err != nil {
+		return err
+	}
+	return printResponse(a, resp, show)
+}
+
+// printResponse prints resp's body unchanged (-o json) or decoded into a T
+// and rendered by show.
+func printResponse[T any](a *app, resp *response, show func(T) error) error {
+	if a.jsonOut() {
+		return a.writeRaw(resp.body)
+	}
+	var v T
+	if err := decodeBody(resp, &v); err != nil {
+		return err
+	}
+	return show(v)
+}
+
+// deleteObject sends DELETE path and, for table output, prints done.
+func deleteObject(ctx context.Context, a *app, path, done string) error {
+	c, err := a.api()
+	if err != nil {
+		return err
+	}
+	if _, err := c.do(ctx, http.MethodDelete, path, nil, nil); err != nil {
+		return err
+	}
+	if !a.jsonOut() {
+		fmt.Fprintln(a.stdout, done)
+	}
+	return nil
+}

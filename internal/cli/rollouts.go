@@ -167,13 +167,10 @@ func rolloutsCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string
 }
 
 func (a *app) printRollout(resp *response) error {
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var r rolloutInfo
-	if err := decodeBody(resp, &r); err != nil {
-		return err
-	}
+	return printResponse(a, resp, a.showRollout)
+}
+
+func (a *app) showRollout(r rolloutInfo) error {
 	rate, tol := r.tolerance()
 	fmt.Fprintf(a.stdout, "Rollout:   %s\nArtifact:  %s\nGroup:     %s\nState:     %s\n", r.ID, r.Artifact, r.Group, r.State)
 	fmt.Fprintf(a.stdout, "Failures:  %d (acknowledged %d; tolerance %g = max_failure_rate %g × %d devices)\n",

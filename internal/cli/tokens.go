@@ -108,15 +108,5 @@ func tokensRevoke(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	if _, err := c.do(ctx, http.MethodDelete, apiPath("enrollment-tokens", pos[0]), nil, nil); err != nil {
-		return err
-	}
-	if !a.jsonOut() {
-		fmt.Fprintf(a.stdout, "revoked token %s\n", pos[0])
-	}
-	return nil
+	return deleteObject(ctx, a, apiPath("enrollment-tokens", pos[0]), fmt.Sprintf("revoked token %s", pos[0]))
 }

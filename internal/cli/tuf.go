@@ -202,27 +202,17 @@ func tufImport(ctx context.Context, a *app, fs *flag.FlagSet, args []string) err
 	for _, r := range roots {
 		req.Roots = append(req.Roots, r)
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("trust", "metadata"), nil, req)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var res struct {
-		RootVersion    int64 `json:"root_version"`
-		TargetsVersion int64 `json:"targets_version"`
-		ImportedRoots  int   `json:"imported_roots"`
-		ImportedTarget bool  `json:"imported_targets"`
-	}
-	if err := decodeBody(resp, &res); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "Imported %d root version(s); the server now trusts root v%d and targets v%d (snapshot and timestamp re-signed).\n",
-		res.ImportedRoots, res.RootVersion, res.TargetsVersion)
-	return nil
+	return printObject(ctx, a, http.MethodPost, apiPath("trust", "metadata"), req, func(res tufImportResult) error {
+		fmt.Fprintf(a.stdout, "Imported %d root version(s); the server now trusts root v%d and targets v%d (snapshot and timestamp re-signed).\n",
+			res.ImportedRoots, res.RootVersion, res.TargetsVersion)
+		return nil
+	})
+}
+
+// tufImportResult is the body of the POST /api/v1/trust/metadata response.
+type tufImportResult struct {
+	RootVersion    int64 `json:"root_version"`
+	TargetsVersion int64 `json:"targets_version"`
+	ImportedRoots  int   `json:"imported_roots"`
+	ImportedTarget bool  `json:"imported_targets"`
 }

@@ -60,23 +60,10 @@ func usersCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("users"), nil, map[string]string{"name": pos[0], "role": *role, "password": pw})
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var u user
-	if err := decodeBody(resp, &u); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "created user %s (role %s)\n", u.Name, u.Role)
-	return nil
+	return printObject(ctx, a, http.MethodPost, apiPath("users"), map[string]string{"name": pos[0], "role": *role, "password": pw}, func(u user) error {
+		fmt.Fprintf(a.stdout, "created user %s (role %s)\n", u.Name, u.Role)
+		return nil
+	})
 }
 
 func usersDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -84,17 +71,7 @@ func usersDelete(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	if _, err := c.do(ctx, http.MethodDelete, apiPath("users", pos[0]), nil, nil); err != nil {
-		return err
-	}
-	if !a.jsonOut() {
-		fmt.Fprintf(a.stdout, "deleted user %s\n", pos[0])
-	}
-	return nil
+	return deleteObject(ctx, a, apiPath("users", pos[0]), fmt.Sprintf("deleted user %s", pos[0]))
 }
 
 // readPassword reads the first line of stdin.
@@ -128,21 +105,8 @@ func usersUpdate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) e
 	if len(body) == 0 {
 		return usagef("users update: give -role and/or -password-stdin")
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPatch, apiPath("users", pos[0]), nil, body)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var u user
-	if err := decodeBody(resp, &u); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "updated user %s (role %s)\n", u.Name, u.Role)
-	return nil
+	return printObject(ctx, a, http.MethodPatch, apiPath("users", pos[0]), body, func(u user) error {
+		fmt.Fprintf(a.stdout, "updated user %s (role %s)\n", u.Name, u.Role)
+		return nil
+	})
 }

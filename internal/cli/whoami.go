@@ -20,25 +20,15 @@ func whoami(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error 
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("me"), nil, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var me struct {
-		Actor       string   `json:"actor"`
-		Role        string   `json:"role"`
-		Permissions []string `json:"permissions"`
-	}
-	if err := decodeBody(resp, &me); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "%s (role %s)\npermissions: %s\n", me.Actor, me.Role, strings.Join(me.Permissions, ", "))
-	return nil
+	return printObject(ctx, a, http.MethodGet, apiPath("me"), nil, func(me identity) error {
+		fmt.Fprintf(a.stdout, "%s (role %s)\npermissions: %s\n", me.Actor, me.Role, strings.Join(me.Permissions, ", "))
+		return nil
+	})
+}
+
+// identity is the body of GET /api/v1/me.
+type identity struct {
+	Actor       string   `json:"actor"`
+	Role        string   `json:"role"`
+	Permissions []string `json:"permissions"`
 }
