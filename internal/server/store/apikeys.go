@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -119,24 +118,9 @@ func (db *DB) APIKey(ctx context.Context, id string) (APIKey, error) {
 // ListAPIKeys returns one page of keys (revoked ones included) ordered by
 // creation then id, and the total. owner "" lists every owner's keys.
 func (db *DB) ListAPIKeys(ctx context.Context, owner string, p Page) (items []APIKey, total int, err error) {
-	p = p.norm()
 	where, args := "", []any{}
 	if owner != "" {
 		where, args = " WHERE owner = ?", []any{owner}
 	}
-	err = db.Read(ctx, func(tx *Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM api_keys"+where, args...).Scan(&total); err != nil {
-			return err
-		}
-		items = make([]APIKey, 0, min(p.Limit, total))
-		return tx.scanAll(ctx, func(r *sql.Rows) error {
-			k, err := scanAPIKey(r)
-			items = append(items, k)
-			return err
-		}, "SELECT "+apiKeyColumns+" FROM api_keys"+where+" ORDER BY created_at, id LIMIT ? OFFSET ?", append(args, p.Limit, p.Offset)...)
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list api keys: %w", err)
-	}
-	return items, total, nil
+	return listPage(ctx, db, "api keys", apiKeyColumns, "api_keys"+where, "created_at, id", args, p, scanAPIKey)
 }

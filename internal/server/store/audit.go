@@ -126,23 +126,8 @@ func scanAudit(sc interface{ Scan(...any) error }) (AuditEvent, error) {
 // ListAudit returns one page of events, newest first (seq descending), and
 // the number of events matching f.
 func (db *DB) ListAudit(ctx context.Context, f AuditFilter, p Page) (items []AuditEvent, total int, err error) {
-	p = p.norm()
 	where, args := f.where()
-	err = db.Read(ctx, func(tx *Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM audit_events"+where, args...).Scan(&total); err != nil {
-			return err
-		}
-		items = make([]AuditEvent, 0, p.Limit)
-		return tx.scanAll(ctx, func(r *sql.Rows) error {
-			e, err := scanAudit(r)
-			items = append(items, e)
-			return err
-		}, "SELECT "+auditColumns+" FROM audit_events"+where+" ORDER BY seq DESC LIMIT ? OFFSET ?", append(args, p.Limit, p.Offset)...)
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list audit events: %w", err)
-	}
-	return items, total, nil
+	return listPage(ctx, db, "audit events", auditColumns, "audit_events"+where, "seq DESC", args, p, scanAudit)
 }
 
 // AuditHead returns the sequence number and hash of the newest event

@@ -201,20 +201,5 @@ func (db *DB) FailLogRequest(ctx context.Context, device, id, detail string) err
 // ListLogRequests returns one page of device's requests, newest first, and
 // the total.
 func (db *DB) ListLogRequests(ctx context.Context, device string, p Page) (items []LogRequest, total int, err error) {
-	p = p.norm()
-	err = db.Read(ctx, func(tx *Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM log_requests WHERE device_name = ?", device).Scan(&total); err != nil {
-			return err
-		}
-		items = make([]LogRequest, 0, min(p.Limit, total))
-		return tx.scanAll(ctx, func(r *sql.Rows) error {
-			l, err := scanLog(r)
-			items = append(items, l)
-			return err
-		}, "SELECT "+logColumns+" FROM log_requests WHERE device_name = ? ORDER BY created_at DESC, id LIMIT ? OFFSET ?", device, p.Limit, p.Offset)
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list log requests: %w", err)
-	}
-	return items, total, nil
+	return listPage(ctx, db, "log requests", logColumns, "log_requests WHERE device_name = ?", "created_at DESC, id", []any{device}, p, scanLog)
 }

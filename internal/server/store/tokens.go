@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -176,20 +175,5 @@ func (db *DB) EnrollmentToken(ctx context.Context, id string) (EnrollmentToken, 
 // ListEnrollmentTokens returns one page of tokens, newest first (created_at
 // descending, then id), and the total.
 func (db *DB) ListEnrollmentTokens(ctx context.Context, p Page) (items []EnrollmentToken, total int, err error) {
-	p = p.norm()
-	err = db.Read(ctx, func(tx *Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM enrollment_tokens").Scan(&total); err != nil {
-			return err
-		}
-		items = make([]EnrollmentToken, 0, min(p.Limit, total))
-		return tx.scanAll(ctx, func(r *sql.Rows) error {
-			t, err := scanToken(r)
-			items = append(items, t)
-			return err
-		}, "SELECT "+tokenColumns+" FROM enrollment_tokens ORDER BY created_at DESC, id LIMIT ? OFFSET ?", p.Limit, p.Offset)
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list enrollment tokens: %w", err)
-	}
-	return items, total, nil
+	return listPage(ctx, db, "enrollment tokens", tokenColumns, "enrollment_tokens", "created_at DESC, id", nil, p, scanToken)
 }

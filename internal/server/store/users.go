@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -129,22 +128,7 @@ func (db *DB) User(ctx context.Context, name string) (User, error) {
 
 // ListUsers returns one page of users ordered by name, and the total.
 func (db *DB) ListUsers(ctx context.Context, p Page) (items []User, total int, err error) {
-	p = p.norm()
-	err = db.Read(ctx, func(tx *Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM users").Scan(&total); err != nil {
-			return err
-		}
-		items = make([]User, 0, min(p.Limit, total))
-		return tx.scanAll(ctx, func(r *sql.Rows) error {
-			u, err := scanUser(r)
-			items = append(items, u)
-			return err
-		}, "SELECT "+userColumns+" FROM users ORDER BY name LIMIT ? OFFSET ?", p.Limit, p.Offset)
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list users: %w", err)
-	}
-	return items, total, nil
+	return listPage(ctx, db, "users", userColumns, "users", "name", nil, p, scanUser)
 }
 
 // CountUsers returns the number of users (0 on first start: create the

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
@@ -133,4 +135,29 @@ func (p Page) norm() Page {
 		p.Offset = 0
 	}
 	return p
+}
+
+// scanner is what the scan* functions read one row from.
+type scanner = interface{ Scan(...any) error }
+
+// listPage reads one page of "FROM from" (args bind its WHERE) in a read
+// transaction: the total number of rows, then the page ordered by order,
+// each row read by scan. Items is never nil; errors say "list what".
+func listPage[T any](ctx context.Context, db *DB, what, cols, from, order string, args []any, p Page, scan func(scanner) (T, error)) (items []T, total int, err error) {
+	p = p.norm()
+	err = db.Read(ctx, func(tx *Tx) error {
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM "+from, args...).Scan(&total); err != nil {
+			return err
+		}
+		items = make([]T, 0, min(p.Limit, total))
+		return tx.scanAll(ctx, func(r *sql.Rows) error {
+			it, err := scan(r)
+			items = append(items, it)
+			return err
+		}, "SELECT "+cols+" FROM "+from+" ORDER BY "+order+" LIMIT ? OFFSET ?", append(args[:len(args):len(args)], p.Limit, p.Offset)...)
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", what, err)
+	}
+	return items, total, nil
 }
