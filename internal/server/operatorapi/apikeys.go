@@ -49,20 +49,13 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func (a *API) listAPIKeys(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	p, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	keys, total, err := a.store.ListAPIKeys(r.Context(), "", store.Page{Limit: p.Limit, Offset: p.Offset})
-	if err != nil {
-		return fmt.Errorf("list API keys: %w", err)
-	}
-	items := make([]apiKeyJSON, len(keys))
-	for i, k := range keys {
-		items[i] = toAPIKeyJSON(k)
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, p))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]apiKeyJSON, int, error) {
+		keys, total, err := a.store.ListAPIKeys(r.Context(), "", p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list API keys: %w", err)
+		}
+		return convert(keys, toAPIKeyJSON), total, nil
+	})
 }
 
 type createAPIKeyRequest struct {

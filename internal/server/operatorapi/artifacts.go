@@ -105,21 +105,14 @@ func (a *API) listArtifacts(w http.ResponseWriter, r *http.Request, _ Principal)
 	if a.artifacts == nil {
 		return errNoArtifacts
 	}
-	pg, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	f := store.ArtifactFilter{Name: q.Get("name"), Kind: q.Get("kind")}
-	if f.Kind != "" && !artifact.ValidKind(f.Kind) {
-		return errdefs.Invalid("kind must be model, config or container")
-	}
-	items, total, err := a.artifacts.List(r.Context(), f, store.Page{Limit: pg.Limit, Offset: pg.Offset})
-	if err != nil {
-		return err
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]artifacts.Artifact, int, error) {
+		q := r.URL.Query()
+		f := store.ArtifactFilter{Name: q.Get("name"), Kind: q.Get("kind")}
+		if f.Kind != "" && !artifact.ValidKind(f.Kind) {
+			return nil, 0, errdefs.Invalid("kind must be model, config or container")
+		}
+		return a.artifacts.List(r.Context(), f, p)
+	})
 }
 
 func (a *API) getArtifact(w http.ResponseWriter, r *http.Request, _ Principal) error {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/meshanics/meshanics/internal/auditchain"
 	"github.com/meshanics/meshanics/internal/errdefs"
-	"github.com/meshanics/meshanics/internal/server/httpjson"
 	"github.com/meshanics/meshanics/internal/server/store"
 )
 
@@ -18,21 +17,18 @@ func (a *API) registerAudit(mux *http.ServeMux) {
 // listAudit answers one page of events, newest first, with the filters
 // type, actor and subject.
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	p, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	q := r.URL.Query()
-	f := store.AuditFilter{Type: q.Get("type"), Actor: q.Get("actor"), Subject: q.Get("subject")}
-	if len(f.Type) > 128 || len(f.Actor) > 256 || len(f.Subject) > 256 {
-		return errdefs.Invalid("filter values are too long")
-	}
-	events, total, err := a.store.ListAudit(r.Context(), f, store.Page{Limit: p.Limit, Offset: p.Offset})
-	if err != nil {
-		return fmt.Errorf("list audit: %w", err)
-	}
-	httpjson.Write(w, http.StatusOK, newList(events, total, p))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]store.AuditEvent, int, error) {
+		q := r.URL.Query()
+		f := store.AuditFilter{Type: q.Get("type"), Actor: q.Get("actor"), Subject: q.Get("subject")}
+		if len(f.Type) > 128 || len(f.Actor) > 256 || len(f.Subject) > 256 {
+			return nil, 0, errdefs.Invalid("filter values are too long")
+		}
+		events, total, err := a.store.ListAudit(r.Context(), f, p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list audit: %w", err)
+		}
+		return events, total, nil
+	})
 }
 
 // exportAudit streams the whole chain as JSONL, then the trailer

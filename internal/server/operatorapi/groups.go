@@ -72,16 +72,9 @@ func (a *API) listGroups(w http.ResponseWriter, r *http.Request, _ Principal) er
 	if a.groups == nil {
 		return errNoGroups
 	}
-	pg, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	items, total, err := a.groups.Groups(r.Context(), store.Page{Limit: pg.Limit, Offset: pg.Offset})
-	if err != nil {
-		return err
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]rollout.GroupView, int, error) {
+		return a.groups.Groups(r.Context(), p)
+	})
 }
 
 func (a *API) getGroup(w http.ResponseWriter, r *http.Request, _ Principal) error {

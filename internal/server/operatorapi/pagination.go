@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/meshanics/meshanics/internal/errdefs"
+	"github.com/meshanics/meshanics/internal/server/httpjson"
+	"github.com/meshanics/meshanics/internal/server/store"
 )
 
 // Pagination of SPEC §8.
@@ -57,4 +59,29 @@ func newList[T any](items []T, total int, p Page) List[T] {
 		items = []T{}
 	}
 	return List[T]{Items: items, Total: total, Limit: p.Limit, Offset: p.Offset}
+}
+
+// writePage answers a list request: it parses the page, reads it with list
+// (which checks the request's other parameters first, if any) and writes the
+// list body.
+func writePage[T any](w http.ResponseWriter, r *http.Request, list func(store.Page) ([]T, int, error)) error {
+	pg, err := parsePage(r)
+	if err != nil {
+		return err
+	}
+	items, total, err := list(store.Page{Limit: pg.Limit, Offset: pg.Offset})
+	if err != nil {
+		return err
+	}
+	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
+	return nil
+}
+
+// convert maps items to their REST shape.
+func convert[S, T any](items []S, f func(S) T) []T {
+	out := make([]T, len(items))
+	for i, it := range items {
+		out[i] = f(it)
+	}
+	return out
 }

@@ -56,22 +56,15 @@ func (a *API) listRollouts(w http.ResponseWriter, r *http.Request, _ Principal) 
 	if a.rollouts == nil {
 		return errNoRollouts
 	}
-	pg, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	state := r.URL.Query().Get("state")
-	switch states.Rollout(state) {
-	case "", states.Running, states.WaitingForApproval, states.Halted, states.Completed, states.Aborted:
-	default:
-		return errdefs.Invalid("state must be running, waiting_for_approval, halted, completed or aborted")
-	}
-	items, total, err := a.rollouts.List(r.Context(), state, store.Page{Limit: pg.Limit, Offset: pg.Offset})
-	if err != nil {
-		return err
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]rollout.View, int, error) {
+		state := r.URL.Query().Get("state")
+		switch states.Rollout(state) {
+		case "", states.Running, states.WaitingForApproval, states.Halted, states.Completed, states.Aborted:
+		default:
+			return nil, 0, errdefs.Invalid("state must be running, waiting_for_approval, halted, completed or aborted")
+		}
+		return a.rollouts.List(r.Context(), state, p)
+	})
 }
 
 func (a *API) getRollout(w http.ResponseWriter, r *http.Request, _ Principal) error {
@@ -90,16 +83,9 @@ func (a *API) rolloutDevices(w http.ResponseWriter, r *http.Request, _ Principal
 	if a.rollouts == nil {
 		return errNoRollouts
 	}
-	pg, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	items, total, err := a.rollouts.Devices(r.Context(), r.PathValue("id"), store.Page{Limit: pg.Limit, Offset: pg.Offset})
-	if err != nil {
-		return err
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, pg))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]rollout.DeviceView, int, error) {
+		return a.rollouts.Devices(r.Context(), r.PathValue("id"), p)
+	})
 }
 
 // rolloutCommand serves approve, halt and resume (no body needed).

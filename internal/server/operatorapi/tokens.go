@@ -165,21 +165,14 @@ func InstallCommand(publicURL string, caPEM []byte, token, pin string) string {
 }
 
 func (a *API) listTokens(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	p, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	toks, total, err := a.tokens.ListTokens(r.Context(), store.Page{Limit: p.Limit, Offset: p.Offset})
-	if err != nil {
-		return fmt.Errorf("list enrollment tokens: %w", err)
-	}
-	now := a.now()
-	items := make([]tokenJSON, len(toks))
-	for i, t := range toks {
-		items[i] = toTokenJSON(t, now)
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, p))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]tokenJSON, int, error) {
+		toks, total, err := a.tokens.ListTokens(r.Context(), p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list enrollment tokens: %w", err)
+		}
+		now := a.now()
+		return convert(toks, func(t store.EnrollmentToken) tokenJSON { return toTokenJSON(t, now) }), total, nil
+	})
 }
 
 func (a *API) revokeToken(w http.ResponseWriter, r *http.Request, p Principal) error {

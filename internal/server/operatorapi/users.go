@@ -47,20 +47,13 @@ func toUserJSON(u store.User) userJSON {
 }
 
 func (a *API) listUsers(w http.ResponseWriter, r *http.Request, _ Principal) error {
-	p, err := parsePage(r)
-	if err != nil {
-		return err
-	}
-	users, total, err := a.store.ListUsers(r.Context(), store.Page{Limit: p.Limit, Offset: p.Offset})
-	if err != nil {
-		return fmt.Errorf("list users: %w", err)
-	}
-	items := make([]userJSON, len(users))
-	for i, u := range users {
-		items[i] = toUserJSON(u)
-	}
-	httpjson.Write(w, http.StatusOK, newList(items, total, p))
-	return nil
+	return writePage(w, r, func(p store.Page) ([]userJSON, int, error) {
+		users, total, err := a.store.ListUsers(r.Context(), p)
+		if err != nil {
+			return nil, 0, fmt.Errorf("list users: %w", err)
+		}
+		return convert(users, toUserJSON), total, nil
+	})
 }
 
 type createUserRequest struct {
