@@ -141,6 +141,9 @@ func runRollout(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
+	// Completed means the server took every last report; wait for their
+	// answers to arrive before stopping the devices.
+	sim.applies.Wait()
 	stopSim()
 	wg.Wait()
 	lat := sim.latencies()
@@ -180,6 +183,7 @@ func createGroup(ctx context.Context, op *operator, name string, members []strin
 // "healthy" after a random delay.
 type rolloutSim struct {
 	maxDelay   time.Duration
+	applies    sync.WaitGroup // one per assignment being reported
 	heartbeats atomic.Int64
 	errors     atomic.Int64
 	firstErr   atomic.Pointer[string]
@@ -219,7 +223,7 @@ func (s *rolloutSim) device(ctx context.Context, d *device, interval time.Durati
 			s.seen[as.GetId()] = true
 			s.mu.Unlock()
 			if isNew {
-				go s.apply(ctx, d, as.GetId())
+				s.applies.Go(func() { s.apply(ctx, d, as.GetId()) })
 			}
 		}
 		wait = time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64()))
