@@ -169,15 +169,7 @@ func (s *Service) enroll(ctx context.Context, req Request) (enrollResult, error)
 	if err := req.Validate(); err != nil {
 		return enrollResult{}, err
 	}
-	pub, err := ca.ParseCSR([]byte(req.CSRPEM))
-	if err != nil {
-		return enrollResult{}, err
-	}
-	keyHash, err := KeySHA256(pub)
-	if err != nil {
-		return enrollResult{}, err
-	}
-	anchor, err := s.trustAnchor(ctx)
+	pub, keyHash, anchor, err := s.checkCSR(ctx, req.CSRPEM)
 	if err != nil {
 		return enrollResult{}, err
 	}
@@ -230,15 +222,38 @@ func (s *Service) enroll(ctx context.Context, req Request) (enrollResult, error)
 		return enrollResult{}, fmt.Errorf("record enrollment: %w", err)
 	}
 	s.log.Info("device enrolled", "device", req.Name, "outcome", outcome, "token_id", tok.ID, "serial", issued.Serial)
+	return s.result(req.Name, issued, anchor, outcome), nil
+}
+
+// checkCSR parses the CSR and hashes its key, and reads the trust anchor
+// (steps every enrollment and provisioning takes before anything changes).
+func (s *Service) checkCSR(ctx context.Context, csrPEM string) (pub *ecdsa.PublicKey, keyHash string, anchor json.RawMessage, err error) {
+	pub, err = ca.ParseCSR([]byte(csrPEM))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	keyHash, err = KeySHA256(pub)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	anchor, err = s.trustAnchor(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return pub, keyHash, anchor, nil
+}
+
+// result is the response to a recorded enrollment of device name.
+func (s *Service) result(name string, issued ca.Issued, anchor json.RawMessage, outcome store.EnrollOutcome) enrollResult {
 	return enrollResult{
 		Response: Response{
-			Device: req.Name, Fleet: s.ca.Fleet(),
+			Device: name, Fleet: s.ca.Fleet(),
 			CertificatePEM: string(issued.PEM), CAPEM: string(s.ca.CertPEM()),
 			TrustAnchor: anchor,
 			Config:      DeviceConfig{Server: s.deviceServer, ArtifactServer: s.artifactServer},
 		},
 		outcome: outcome,
-	}, nil
+	}
 }
 
 // trustAnchor returns root.json, or JSON null before the update trust

@@ -58,15 +58,7 @@ func (s *Service) provision(ctx context.Context, actor string, req ProvisionRequ
 	if err := req.Validate(); err != nil {
 		return enrollResult{}, err
 	}
-	pub, err := ca.ParseCSR([]byte(req.CSRPEM))
-	if err != nil {
-		return enrollResult{}, err
-	}
-	keyHash, err := KeySHA256(pub)
-	if err != nil {
-		return enrollResult{}, err
-	}
-	anchor, err := s.trustAnchor(ctx)
+	pub, keyHash, anchor, err := s.checkCSR(ctx, req.CSRPEM)
 	if err != nil {
 		return enrollResult{}, err
 	}
@@ -96,13 +88,5 @@ func (s *Service) provision(ctx context.Context, actor string, req ProvisionRequ
 		return enrollResult{}, fmt.Errorf("record provisioning: %w", err)
 	}
 	s.log.Info("device provisioned offline", "device", req.Name, "outcome", outcome, "actor", actor, "serial", issued.Serial)
-	return enrollResult{
-		Response: Response{
-			Device: req.Name, Fleet: s.ca.Fleet(),
-			CertificatePEM: string(issued.PEM), CAPEM: string(s.ca.CertPEM()),
-			TrustAnchor: anchor,
-			Config:      DeviceConfig{Server: s.deviceServer, ArtifactServer: s.artifactServer},
-		},
-		outcome: outcome,
-	}, nil
+	return s.result(req.Name, issued, anchor, outcome), nil
 }
