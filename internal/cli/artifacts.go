@@ -157,15 +157,10 @@ func artifactsPublish(ctx context.Context, a *app, fs *flag.FlagSet, args []stri
 	if err != nil {
 		return err
 	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var ai artifactInfo
-	if err := decodeBody(resp, &ai); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "Published and signed %s@%s (%s): %s, %d bytes, sha256 %s\n", ai.Name, ai.Version, ai.Kind, ai.TargetPath, ai.Length, ai.SHA256)
-	return nil
+	return printResponse(a, resp, func(ai artifactInfo) error {
+		fmt.Fprintf(a.stdout, "Published and signed %s@%s (%s): %s, %d bytes, sha256 %s\n", ai.Name, ai.Version, ai.Kind, ai.TargetPath, ai.Length, ai.SHA256)
+		return nil
+	})
 }
 
 // upload streams a multipart publish body (metadata, then the file) without

@@ -51,12 +51,6 @@ func checkDeviceNames(devs []string) error {
 	return nil
 }
 
-func (a *app) printGroupResult(resp *response, verb string) error {
-	return printResponse(a, resp, func(res groupResult) error {
-		return a.showGroupResult(res, verb)
-	})
-}
-
 func (a *app) showGroupResult(res groupResult, verb string) error {
 	fmt.Fprintf(a.stdout, "Group %s %s: %d device(s)\n", res.Group.Name, verb, res.Group.Size)
 	if len(res.Unresolved) > 0 {
@@ -76,19 +70,13 @@ func groupsCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 	if err := checkDeviceNames(pos[1:]); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
 	devices := pos[1:]
 	if devices == nil {
 		devices = []string{}
 	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("groups"), nil, map[string]any{"name": pos[0], "devices": devices})
-	if err != nil {
-		return err
-	}
-	return a.printGroupResult(resp, "created")
+	return printObject(ctx, a, http.MethodPost, apiPath("groups"), map[string]any{"name": pos[0], "devices": devices}, func(res groupResult) error {
+		return a.showGroupResult(res, "created")
+	})
 }
 
 func groupsChange(op string) func(context.Context, *app, *flag.FlagSet, []string) error {
@@ -100,15 +88,9 @@ func groupsChange(op string) func(context.Context, *app, *flag.FlagSet, []string
 		if err := checkDeviceNames(pos[1:]); err != nil {
 			return err
 		}
-		c, err := a.api()
-		if err != nil {
-			return err
-		}
-		resp, err := c.do(ctx, http.MethodPost, apiPath("groups", pos[0], "members"), nil, map[string]any{op: pos[1:]})
-		if err != nil {
-			return err
-		}
-		return a.printGroupResult(resp, "updated")
+		return printObject(ctx, a, http.MethodPost, apiPath("groups", pos[0], "members"), map[string]any{op: pos[1:]}, func(res groupResult) error {
+			return a.showGroupResult(res, "updated")
+		})
 	}
 }
 

@@ -155,19 +155,7 @@ func rolloutsCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string
 	if *probe == "" {
 		return usagef("-probe is required")
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("rollouts"), nil, body)
-	if err != nil {
-		return err
-	}
-	return a.printRollout(resp)
-}
-
-func (a *app) printRollout(resp *response) error {
-	return printResponse(a, resp, a.showRollout)
+	return printObject(ctx, a, http.MethodPost, apiPath("rollouts"), body, a.showRollout)
 }
 
 func (a *app) showRollout(r rolloutInfo) error {
@@ -206,15 +194,7 @@ func rolloutsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("rollouts", pos[0]), nil, nil)
-	if err != nil {
-		return err
-	}
-	return a.printRollout(resp)
+	return printObject(ctx, a, http.MethodGet, apiPath("rollouts", pos[0]), nil, a.showRollout)
 }
 
 func rolloutsDevices(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
@@ -237,15 +217,7 @@ func rolloutsCommand(verb string) func(context.Context, *app, *flag.FlagSet, []s
 		if err != nil {
 			return err
 		}
-		c, err := a.api()
-		if err != nil {
-			return err
-		}
-		resp, err := c.do(ctx, http.MethodPost, apiPath("rollouts", pos[0], verb), nil, nil)
-		if err != nil {
-			return err
-		}
-		return a.printRollout(resp)
+		return printObject(ctx, a, http.MethodPost, apiPath("rollouts", pos[0], verb), nil, a.showRollout)
 	}
 }
 
@@ -258,15 +230,7 @@ func rolloutsAbort(ctx context.Context, a *app, fs *flag.FlagSet, args []string)
 	if *policy != "keep" && *policy != "revert" {
 		return usagef("-policy %q: want keep or revert", *policy)
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("rollouts", pos[0], "abort"), nil, map[string]string{"policy": *policy})
-	if err != nil {
-		return err
-	}
-	return a.printRollout(resp)
+	return printObject(ctx, a, http.MethodPost, apiPath("rollouts", pos[0], "abort"), map[string]string{"policy": *policy}, a.showRollout)
 }
 
 // isTerminal reports whether w is a terminal (it answers the termios
