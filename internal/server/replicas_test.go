@@ -27,18 +27,7 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 	}
 	cfgB := testConfig(t, t.TempDir())
 	cfgB.Database = pg
-	if err := os.MkdirAll(filepath.Join(cfgB.DataDir, "pki"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{ca.CACertFile, ca.CAKeyFile} {
-		b, err := os.ReadFile(filepath.Join(cfgA.DataDir, "pki", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(cfgB.DataDir, "pki", f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyPKI(t, cfgA.DataDir, cfgB.DataDir)
 	a, b := start(t, cfgA), start(t, cfgB)
 	if b.key != "" {
 		t.Error("the second replica created another admin")
@@ -78,5 +67,23 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 	code, _ = a.do(t, "POST", "/api/v1/enroll", string(req), map[string]string{"Content-Type": "application/json"})
 	if code != 401 {
 		t.Errorf("replayed token on A = %d, want 401", code)
+	}
+}
+
+// copyPKI gives the replica with data dir to the CA of the one with data
+// dir from (replicas share one pki/).
+func copyPKI(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(to, "pki"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{ca.CACertFile, ca.CAKeyFile} {
+		b, err := os.ReadFile(filepath.Join(from, "pki", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, "pki", f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

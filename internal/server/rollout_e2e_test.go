@@ -48,6 +48,13 @@ func (r *running) mustAPI(t *testing.T, want int, method, path string, body any,
 
 func enrollDevice(t *testing.T, r *running, name string) *e2eDevice {
 	t.Helper()
+	return enrollDeviceOn(t, r, r, name, map[string]string{})
+}
+
+// enrollDeviceOn enrolls name with a token minted on r and registers it
+// with the replica serve, as a device that has installed.
+func enrollDeviceOn(t *testing.T, r, serve *running, name string, installed map[string]string) *e2eDevice {
+	t.Helper()
 	var tok struct {
 		Token string `json:"token"`
 	}
@@ -62,7 +69,7 @@ func enrollDevice(t *testing.T, r *running, name string) *e2eDevice {
 		CertificatePEM string `json:"certificate_pem"`
 	}
 	_ = json.Unmarshal(b, &er)
-	d := &e2eDevice{name: name, c: deviceClient(t, r, er.CertificatePEM, key), installed: map[string]string{}}
+	d := &e2eDevice{name: name, c: deviceClient(t, serve, er.CertificatePEM, key), installed: installed}
 	if _, err := d.c.Register(context.Background(), &devicev1.RegisterRequest{AgentVersion: "1.0.0"}); err != nil {
 		t.Fatalf("Register %s: %v", name, err)
 	}

@@ -2,18 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/meshanics/meshanics/internal/server/ca"
 	"github.com/meshanics/meshanics/internal/server/store"
 	"github.com/meshanics/meshanics/internal/server/store/storetest"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
@@ -34,18 +27,7 @@ func TestRolloutAcrossReplicas(t *testing.T) {
 	}
 	cfgB := testConfig(t, t.TempDir())
 	cfgB.Database, cfgB.HeartbeatInterval = pg, cfgA.HeartbeatInterval
-	if err := os.MkdirAll(filepath.Join(cfgB.DataDir, "pki"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{ca.CACertFile, ca.CAKeyFile} {
-		b, err := os.ReadFile(filepath.Join(cfgA.DataDir, "pki", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(cfgB.DataDir, "pki", f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyPKI(t, cfgA.DataDir, cfgB.DataDir)
 	a, b := start(t, cfgA), start(t, cfgB)
 	a.key, b.key = key, key
 	replicas := []*running{a, b}
@@ -73,24 +55,7 @@ func TestRolloutAcrossReplicas(t *testing.T) {
 	home := map[*e2eDevice]int{} // the replica a device talks to
 	for i := range 4 {
 		name := fmt.Sprintf("rep-%d", i)
-		var tok struct {
-			Token string `json:"token"`
-		}
-		a.mustAPI(t, 201, "POST", "/api/v1/enrollment-tokens", map[string]any{}, &tok)
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		body, _ := json.Marshal(map[string]any{"token": tok.Token, "name": name, "csr_pem": csr(t, k)})
-		code, out := a.do(t, "POST", "/api/v1/enroll", string(body), map[string]string{"Content-Type": "application/json"})
-		if code != 201 {
-			t.Fatalf("enroll %s = %d %s", name, code, out)
-		}
-		var er struct {
-			CertificatePEM string `json:"certificate_pem"`
-		}
-		_ = json.Unmarshal(out, &er)
-		d := &e2eDevice{name: name, c: deviceClient(t, replicas[i%2], er.CertificatePEM, k), installed: map[string]string{"det": "1.0"}}
-		if _, err := d.c.Register(ctx, &devicev1.RegisterRequest{AgentVersion: "1.0.0"}); err != nil {
-			t.Fatalf("Register %s: %v", name, err)
-		}
+		d := enrollDeviceOn(t, a, replicas[i%2], name, map[string]string{"det": "1.0"})
 		devs, names, home[d] = append(devs, d), append(names, name), i%2
 	}
 	b.mustAPI(t, 201, "POST", "/api/v1/groups", map[string]any{"name": "fleet", "devices": names}, nil)
