@@ -86,24 +86,7 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, t time.Time) error {
 // RevokeAPIKey revokes key id (idempotent) and appends "apikey.revoke".
 // errdefs.ErrNotFound if unknown.
 func (tx *Tx) RevokeAPIKey(ctx context.Context, actor, id string) (APIKey, error) {
-	k, err := scanAPIKey(tx.QueryRow(ctx, "SELECT "+apiKeyColumns+" FROM api_keys WHERE id = ?"+tx.ForUpdate(), id))
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return APIKey{}, errdefs.NotFound(fmt.Sprintf("api key %q not found", truncate(id)))
-	}
-	if err != nil {
-		return APIKey{}, fmt.Errorf("read api key: %w", err)
-	}
-	if !k.RevokedAt.IsZero() {
-		return k, nil
-	}
-	k.RevokedAt = tx.Now()
-	if _, err := tx.Exec(ctx, "UPDATE api_keys SET revoked_at = ? WHERE id = ?", ms(k.RevokedAt), id); err != nil {
-		return APIKey{}, fmt.Errorf("revoke api key: %w", err)
-	}
-	if _, err := tx.AppendAudit(ctx, Event{Actor: actor, Type: "apikey.revoke", Subject: id}); err != nil {
-		return APIKey{}, err
-	}
-	return k, nil
+	return revoke(ctx, tx, actor, "api key", "api_keys", apiKeyColumns, id, "apikey.revoke", scanAPIKey, func(k *APIKey) *time.Time { return &k.RevokedAt })
 }
 
 // APIKey returns key id (revoked or not). errdefs.ErrNotFound if unknown.

@@ -143,24 +143,7 @@ func (tx *Tx) SpendEnrollmentToken(ctx context.Context, hash string, now time.Ti
 // token: no second event). errdefs.ErrNotFound if unknown. Appends
 // "enrollment_token.revoke".
 func (tx *Tx) RevokeEnrollmentToken(ctx context.Context, actor, id string) (EnrollmentToken, error) {
-	t, err := scanToken(tx.QueryRow(ctx, "SELECT "+tokenColumns+" FROM enrollment_tokens WHERE id = ?"+tx.ForUpdate(), id))
-	if errors.Is(err, errdefs.ErrNotFound) {
-		return EnrollmentToken{}, errdefs.NotFound(fmt.Sprintf("enrollment token %q not found", truncate(id)))
-	}
-	if err != nil {
-		return EnrollmentToken{}, fmt.Errorf("read enrollment token: %w", err)
-	}
-	if !t.RevokedAt.IsZero() {
-		return t, nil
-	}
-	t.RevokedAt = tx.Now()
-	if _, err := tx.Exec(ctx, "UPDATE enrollment_tokens SET revoked_at = ? WHERE id = ?", ms(t.RevokedAt), id); err != nil {
-		return EnrollmentToken{}, fmt.Errorf("revoke enrollment token: %w", err)
-	}
-	if _, err := tx.AppendAudit(ctx, Event{Actor: actor, Type: "enrollment_token.revoke", Subject: id}); err != nil {
-		return EnrollmentToken{}, err
-	}
-	return t, nil
+	return revoke(ctx, tx, actor, "enrollment token", "enrollment_tokens", tokenColumns, id, "enrollment_token.revoke", scanToken, func(t *EnrollmentToken) *time.Time { return &t.RevokedAt })
 }
 
 // EnrollmentToken returns token id. errdefs.ErrNotFound if unknown.

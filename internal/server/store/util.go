@@ -8,6 +8,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -160,4 +161,30 @@ func listPage[T any](ctx context.Context, db *DB, what, cols, from, order string
 		return nil, 0, fmt.Errorf("list %s: %w", what, err)
 	}
 	return items, total, nil
+}
+
+// revoke revokes row id of table (what names it in errors) and appends
+// eventType; an already revoked row is returned as it is, with no second
+// event. errdefs.ErrNotFound if unknown. revokedAt points into a row.
+func revoke[T any](ctx context.Context, tx *Tx, actor, what, table, cols, id, eventType string, scan func(scanner) (T, error), revokedAt func(*T) *time.Time) (T, error) {
+	var zero T
+	row, err := scan(tx.QueryRow(ctx, "SELECT "+cols+" FROM "+table+" WHERE id = ?"+tx.ForUpdate(), id))
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return zero, errdefs.NotFound(fmt.Sprintf("%s %q not found", what, truncate(id)))
+	}
+	if err != nil {
+		return zero, fmt.Errorf("read %s: %w", what, err)
+	}
+	at := revokedAt(&row)
+	if !at.IsZero() {
+		return row, nil
+	}
+	*at = tx.Now()
+	if _, err := tx.Exec(ctx, "UPDATE "+table+" SET revoked_at = ? WHERE id = ?", ms(*at), id); err != nil {
+		return zero, fmt.Errorf("revoke %s: %w", what, err)
+	}
+	if _, err := tx.AppendAudit(ctx, Event{Actor: actor, Type: eventType, Subject: id}); err != nil {
+		return zero, err
+	}
+	return row, nil
 }
