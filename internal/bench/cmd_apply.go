@@ -98,6 +98,12 @@ func runApply(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			return err
 		}
 		logf("published %s@%s (%d bytes) in %.1f s", art.Name, art.Version, art.Length, time.Since(t0).Seconds())
+		// Each timed part starts with no dirty pages (the publish just wrote
+		// a blob; the previous part wrote a gigabyte): flush them untimed.
+		settle := func() error { return exec.CommandContext(ctx, bins[2]).Run() }
+		if err := settle(); err != nil {
+			return err
+		}
 		// Baseline: hash with openssl, copy, and make the copy durable (the
 		// agent fsyncs what it stages).
 		dst := filepath.Join(dir, "copy.bin")
@@ -120,10 +126,20 @@ func runApply(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		}
 		// For the log: the fetch and verification alone, into nothing.
 		tf := time.Now()
+		stopF, err := startProfiles(ctx, os.Getenv("MESHANICS_BENCH_FETCH_PROFILE"), "", "", 0, 0)
+		if err != nil {
+			return err
+		}
 		if _, err := tufc.Fetch(ctx, as.Artifact, io.Discard); err != nil {
 			return err
 		}
+		if err := stopF(); err != nil {
+			return err
+		}
 		logf("run %d: fetch + verify alone (no disk) %.2f s", run+1, time.Since(tf).Seconds())
+		if err := settle(); err != nil {
+			return err
+		}
 		rep.reset()
 		srv0, _ := sampleProc(cp.pids[0])
 		self0, _ := sampleProc(os.Getpid())
