@@ -54,13 +54,7 @@ func TestApplyEndToEnd(t *testing.T) {
 	c.meshctl(t, "groups", "create", "edge", "e2e-apply")
 
 	src := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(src, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, src)
 	manifest := write("manifest.json", `{"framework":"onnx"}`)
 	current := filepath.Join(dataDir, "artifacts", "det", "current", "model.onnx")
 	fileProbe := func(p string) string { return `{"type":"file","target":"` + p + `","attempts":2,"interval_seconds":1}` }

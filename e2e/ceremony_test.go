@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -74,40 +73,11 @@ func TestOfflineCeremonyEndToEnd(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the agent runs on Linux")
 	}
-	bin := bins(t)
-	c := &cluster{bin: bin, dataDir: t.TempDir()}
-	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
-	var stderr bytes.Buffer
-	initCmd := exec.Command(filepath.Join(bin, "meshanics-server"), "init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1")
-	initCmd.Stderr = &stderr
-	out, err := initCmd.Output()
-	if err != nil {
-		t.Fatalf("meshanics-server init: %v\n%s", err, stderr.String())
-	}
-	c.key = strings.TrimSpace(string(out))
-	for attempt := 1; ; attempt++ {
-		web, dev, repo := freePort(t), freePort(t), freePort(t)
-		c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
-		c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"),
-			"-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-agent-dir", bin, "-heartbeat-interval", "1s",
-			"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
-			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo))
-		if !c.waitReady(t) {
-			break
-		}
-		if attempt == 3 || !strings.Contains(c.server.logs(), "address already in use") {
-			t.Fatalf("server exited: %v", c.server.err)
-		}
-	}
+	c := startUntrustedCluster(t)
+	bin := c.bin
 
 	work := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(work, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, work)
 	manifest := write("manifest.json", `{"framework":"onnx"}`)
 	publish := func(version, content string) {
 		c.meshctl(t, "artifacts", "publish", "-kind", "model", "-name", "det", "-version", version,

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -342,31 +341,8 @@ func TestREADMEQuickstart(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the agent runs on Linux")
 	}
-	bin := bins(t)
-	c := &cluster{bin: bin, dataDir: t.TempDir()}
-	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
-	var stderr bytes.Buffer
-	initCmd := exec.Command(filepath.Join(bin, "meshanics-server"), "init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1")
-	initCmd.Stderr = &stderr
-	out, err := initCmd.Output()
-	if err != nil {
-		t.Fatalf("meshanics-server init: %v\n%s", err, stderr.String())
-	}
-	c.key = strings.TrimSpace(string(out))
-	for attempt := 1; ; attempt++ {
-		web, dev, repo := freePort(t), freePort(t), freePort(t)
-		c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
-		c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"),
-			"-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-agent-dir", bin, "-heartbeat-interval", "1s",
-			"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
-			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo))
-		if !c.waitReady(t) {
-			break
-		}
-		if attempt == 3 || !strings.Contains(c.server.logs(), "address already in use") {
-			t.Fatalf("server exited: %v", c.server.err)
-		}
-	}
+	c := startUntrustedCluster(t)
+	bin := c.bin
 
 	// The ceremony: keys in a directory the server never sees.
 	work := t.TempDir()
@@ -411,7 +387,7 @@ func TestREADMEQuickstart(t *testing.T) {
 	var r struct {
 		ID string `json:"id"`
 	}
-	out = c.meshctl(t, "-o", "json", "rollouts", "create", "-artifact", "detector@1.0.0", "-group", "cameras",
+	out := c.meshctl(t, "-o", "json", "rollouts", "create", "-artifact", "detector@1.0.0", "-group", "cameras",
 		"-probe", `{"type":"file","target":"`+ready+`"}`,
 		"-strategy", `{"waves":[{"percent":20},{"percent":100,"approval":"manual"}]}`)
 	if err := json.Unmarshal(out, &r); err != nil || r.ID == "" {

@@ -9,12 +9,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,103 +165,6 @@ func (p *proc) stop(t *testing.T) int {
 		t.Fatalf("%s did not stop after SIGTERM", p.name)
 	}
 	return p.cmd.ProcessState.ExitCode()
-}
-
-type cluster struct {
-	bin     string
-	dataDir string
-	webURL  string
-	key     string
-	caFile  string
-	server  *proc
-}
-
-func (c *cluster) meshctl(t *testing.T, args ...string) []byte {
-	t.Helper()
-	full := append([]string{"-server", c.webURL, "-ca", c.caFile, "-api-key", c.key}, args...)
-	cmd := exec.Command(filepath.Join(c.bin, "meshctl"), full...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("meshctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
-// startCluster initialises and starts a server; dsn "" = SQLite in the
-// data dir, else PostgreSQL.
-func startCluster(t *testing.T, dsn string) *cluster {
-	t.Helper()
-	bin := bins(t)
-	c := &cluster{bin: bin, dataDir: t.TempDir()}
-	c.caFile = filepath.Join(c.dataDir, "pki", "ca.pem")
-	var dbArgs []string
-	if dsn != "" {
-		dbArgs = []string{"-database", dsn}
-	}
-
-	// init prints the admin key as the only line on stdout.
-	cmd := exec.Command(filepath.Join(bin, "meshanics-server"), append([]string{"init", "-data-dir", c.dataDir, "-public-host", "127.0.0.1", "-dev"}, dbArgs...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("meshanics-server init: %v\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
-	if len(lines) != 1 || !strings.HasPrefix(lines[0], "msk_") {
-		t.Fatalf("init stdout = %q, want one line msk_…", out)
-	}
-	c.key = lines[0]
-
-	// A free port can be taken by someone else between the probe and the
-	// server's bind: start again with other ports if that happens.
-	for attempt := 1; ; attempt++ {
-		web, dev, repo := freePort(t), freePort(t), freePort(t)
-		c.webURL = fmt.Sprintf("https://127.0.0.1:%d", web)
-		c.server = startProc(t, "meshanics-server", os.Environ(), filepath.Join(bin, "meshanics-server"), append([]string{
-			"-dev", "-data-dir", c.dataDir, "-public-host", "127.0.0.1",
-			"-web-addr", fmt.Sprintf("127.0.0.1:%d", web), "-device-addr", fmt.Sprintf("127.0.0.1:%d", dev),
-			"-repo-addr", fmt.Sprintf("127.0.0.1:%d", repo), "-heartbeat-interval", "1s", "-agent-dir", bin}, dbArgs...)...)
-		exited := c.waitReady(t)
-		if !exited {
-			return c
-		}
-		if attempt == 3 || !strings.Contains(c.server.logs(), "address already in use") {
-			t.Fatalf("server exited: %v", c.server.err)
-		}
-	}
-}
-
-// waitReady waits for /readyz; it reports true if the server exited.
-func (c *cluster) waitReady(t *testing.T) (exited bool) {
-	t.Helper()
-	pemBytes, err := os.ReadFile(c.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-c.server.done:
-			return true
-		default:
-		}
-		resp, err := client.Get(c.webURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return false
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatal("server not ready within 60s")
-	return false
 }
 
 // readEnv parses agent.env the way systemd's EnvironmentFile= would.

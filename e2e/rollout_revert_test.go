@@ -79,13 +79,7 @@ func TestRolloutAbortRevertRealAgents(t *testing.T) {
 	c.meshctl(t, append([]string{"groups", "create", "edge"}, names...)...)
 
 	src := t.TempDir()
-	write := func(name, content string) string {
-		p := filepath.Join(src, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := fileWriter(t, src)
 	manifest := write("manifest.json", `{"framework":"onnx"}`)
 	probe := `{"type":"file","target":"` + write("ready", "ok") + `","attempts":1}`
 	for _, v := range []string{"1", "2"} {
