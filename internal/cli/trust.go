@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -40,24 +39,16 @@ func trustShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) err
 	if _, err := parseArgs(fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodGet, apiPath("trust"), nil, nil)
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var info struct {
-		Initialized bool        `json:"initialized"`
-		Roles       []trustRole `json:"roles"`
-	}
-	if err := decodeBody(resp, &info); err != nil {
-		return err
-	}
+	return printObject(ctx, a, http.MethodGet, apiPath("trust"), nil, a.showTrust)
+}
+
+// trustInfo is the body of GET /api/v1/trust.
+type trustInfo struct {
+	Initialized bool        `json:"initialized"`
+	Roles       []trustRole `json:"roles"`
+}
+
+func (a *app) showTrust(info trustInfo) error {
 	if !info.Initialized {
 		fmt.Fprintln(a.stdout, "Update trust is not initialized: run meshctl tuf init / export / import (or start the server with -dev).")
 		return nil
@@ -124,28 +115,18 @@ func trustRotateKey(ctx context.Context, a *app, fs *flag.FlagSet, args []string
 	if err != nil {
 		return err
 	}
-	c, err := a.api()
-	if err != nil {
-		return err
-	}
-	resp, err := c.do(ctx, http.MethodPost, apiPath("trust", "online-keys", "rotate"), nil, map[string]string{"role": pos[0]})
-	if err != nil {
-		return err
-	}
-	if a.jsonOut() {
-		return a.writeRaw(resp.body)
-	}
-	var res struct {
-		KeyID string `json:"keyid"`
-	}
-	if err := json.Unmarshal(resp.body, &res); err != nil {
-		return fmt.Errorf("unexpected response from server: %w", err)
-	}
-	fmt.Fprintf(a.stdout, "The server generated a new %s key %s. It signs once the ceremony names it:\n  meshctl trust online-keys -out online.json\n", pos[0], res.KeyID)
-	if pos[0] == "publisher" {
-		fmt.Fprintln(a.stdout, "  meshctl tuf rotate-publisher -keys DIR -online-keys online.json && meshctl tuf import DIR")
-	} else {
-		fmt.Fprintln(a.stdout, "  meshctl tuf rotate-root -keys DIR -online-keys online.json && meshctl tuf import DIR")
-	}
-	return nil
+	return printObject(ctx, a, http.MethodPost, apiPath("trust", "online-keys", "rotate"), map[string]string{"role": pos[0]}, func(res rotatedKey) error {
+		fmt.Fprintf(a.stdout, "The server generated a new %s key %s. It signs once the ceremony names it:\n  meshctl trust online-keys -out online.json\n", pos[0], res.KeyID)
+		if pos[0] == "publisher" {
+			fmt.Fprintln(a.stdout, "  meshctl tuf rotate-publisher -keys DIR -online-keys online.json && meshctl tuf import DIR")
+		} else {
+			fmt.Fprintln(a.stdout, "  meshctl tuf rotate-root -keys DIR -online-keys online.json && meshctl tuf import DIR")
+		}
+		return nil
+	})
+}
+
+// rotatedKey is the body of POST /api/v1/trust/online-keys/rotate.
+type rotatedKey struct {
+	KeyID string `json:"keyid"`
 }
