@@ -52,24 +52,33 @@ func newServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := auth.ServingCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(api.Handler())
-	srv.TLS = auth.WebTLSConfig(cert) // the web listener's TLS, as the server builds it
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, auth.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, url: srv.URL, caFile: caFile, pin: auth.Fingerprint(), db: db}
+	url, caFile := serveTLS(t, auth, api.Handler())
+	s := &server{t: t, url: url, caFile: caFile, pin: auth.Fingerprint(), db: db}
 	s.admin = s.key("admin")
 	s.viewer = s.key("viewer")
 	tc := &tls.Config{RootCAs: auth.Pool()}
 	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
 	return s
+}
+
+// serveTLS serves h behind the web listener's TLS, as the server builds
+// it, with a serving certificate from auth; it returns the URL and a file
+// holding the CA certificate.
+func serveTLS(t *testing.T, auth *ca.Authority, h http.Handler) (url, caFile string) {
+	t.Helper()
+	cert, err := auth.ServingCertificate([]string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = auth.WebTLSConfig(cert)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, auth.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL, caFile
 }
 
 func (s *server) key(role string) string {

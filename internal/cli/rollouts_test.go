@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -45,19 +42,8 @@ func newRolloutServer(t *testing.T) (*server, *rollout.Runner) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := auth.ServingCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(api.Handler())
-	srv.TLS = auth.WebTLSConfig(cert)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, auth.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, url: srv.URL, caFile: caFile, pin: auth.Fingerprint(), db: db}
+	url, caFile := serveTLS(t, auth, api.Handler())
+	s := &server{t: t, url: url, caFile: caFile, pin: auth.Fingerprint(), db: db}
 	s.admin = s.key("admin")
 	ctx := context.Background()
 	err = db.Tx(ctx, func(tx *store.Tx) error {

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,19 +46,8 @@ func newTUFServer(t *testing.T) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := auth.ServingCertificate([]string{"127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewUnstartedServer(api.Handler())
-	srv.TLS = auth.WebTLSConfig(cert)
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, auth.CertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s.url, s.caFile, s.db = srv.URL, caFile, db
+	url, caFile := serveTLS(t, auth, api.Handler())
+	s.url, s.caFile, s.db = url, caFile, db
 	s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: auth.Pool()}}}
 	s.admin, s.viewer = s.key("admin"), s.key("viewer")
 	return s
