@@ -23,13 +23,7 @@ func TestTokensThroughEnrollmentService(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	e := newEnv(t, storetest.SQLiteWith(t, storetest.Options{Now: clk.Now}), clk)
-	svc, err := enrollment.New(enrollment.Config{
-		Store: e.db, CA: e.ca, Log: slog.New(slog.DiscardHandler), Now: clk.Now,
-		DeviceServer: "cp.fleet.test:9443", ArtifactServer: "https://cp.fleet.test:9444", PublicURL: "https://cp.fleet.test:8443",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newEnrollmentService(t, e, clk)
 	api, err := New(Config{Store: e.db, Logger: slog.New(slog.DiscardHandler), Now: clk.Now, Tokens: svc})
 	if err != nil {
 		t.Fatalf("New with enrollment.Service and no CA fields: %v", err)
@@ -46,4 +40,18 @@ func TestTokensThroughEnrollmentService(t *testing.T) {
 		t.Errorf("list = %+v", l)
 	}
 	e.want(e.admin("DELETE", "/api/v1/enrollment-tokens/"+tok.ID, nil), 204, "revoke")
+}
+
+// newEnrollmentService is the enrollment service over e's store and CA, as
+// the server wires it.
+func newEnrollmentService(t *testing.T, e *env, clk *clock) *enrollment.Service {
+	t.Helper()
+	svc, err := enrollment.New(enrollment.Config{
+		Store: e.db, CA: e.ca, Log: slog.New(slog.DiscardHandler), Now: clk.Now,
+		DeviceServer: "cp.fleet.test:9443", ArtifactServer: "https://cp.fleet.test:9444", PublicURL: "https://cp.fleet.test:8443",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }

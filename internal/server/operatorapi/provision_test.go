@@ -39,13 +39,7 @@ func TestProvisionOffline(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
 	e := newEnv(t, storetest.SQLiteWith(t, storetest.Options{Now: clk.Now}), clk)
-	svc, err := enrollment.New(enrollment.Config{
-		Store: e.db, CA: e.ca, Log: slog.New(slog.DiscardHandler), Now: clk.Now,
-		DeviceServer: "cp.fleet.test:9443", ArtifactServer: "https://cp.fleet.test:9444", PublicURL: "https://cp.fleet.test:8443",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newEnrollmentService(t, e, clk)
 	api, err := New(Config{Store: e.db, Logger: slog.New(slog.DiscardHandler), Now: clk.Now, Tokens: svc,
 		Invalidate: func(name string) { e.mu.Lock(); e.invalidated = append(e.invalidated, name); e.mu.Unlock() }})
 	if err != nil {
