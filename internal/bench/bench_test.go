@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -169,5 +170,23 @@ func TestSampleProc(t *testing.T) {
 	}
 	if _, err := sampleProc(1 << 30); err == nil {
 		t.Error("sampleProc(no such pid) succeeded")
+	}
+}
+
+func TestHeartbeatTargetsRunningServer(t *testing.T) {
+	bins := serverBin(t)
+	cp, err := startControlPlane(context.Background(), serverOpts{bin: bins + "/meshanics-server", dir: t.TempDir(), args: []string{"-heartbeat-interval", "1s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.stop()
+	caFile := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(caFile, cp.caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "heartbeat", "-server", cp.servers[0].webURL, "-ca", caFile, "-api-key", cp.apiKey,
+		"-server-pid", strconv.Itoa(cp.pids[0]), "-devices", "10", "-interval", "30s", "-duration", "2s", "-settle", "500ms", "-json")
+	if out["interval_s"] != 1.0 || out["heartbeats"].(float64) < 1 || out["server_rss_mb"].(float64) <= 0 {
+		t.Errorf("heartbeat against a running server = %v, want the server's 1 s interval, heartbeats, its RSS", out)
 	}
 }

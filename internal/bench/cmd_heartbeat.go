@@ -62,7 +62,7 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	var f heartbeatFlags
 	fs := newFlags("heartbeat", stderr)
 	fs.IntVar(&f.devices, "devices", 1000, "simulated devices")
-	fs.DurationVar(&f.interval, "interval", 30*time.Second, "base heartbeat interval (the server's -heartbeat-interval)")
+	fs.DurationVar(&f.interval, "interval", 30*time.Second, "base heartbeat interval of the started server (its -heartbeat-interval); with -server, the server's own")
 	fs.DurationVar(&f.duration, "duration", 60*time.Second, "measured heartbeat window, after every device is connected")
 	fs.StringVar(&f.database, "database", "", "PostgreSQL DSN for the started server(s); empty = SQLite")
 	fs.IntVar(&f.replicas, "replicas", 1, "meshanics-server replicas to start (more than one needs -database); devices are spread over them")
@@ -184,6 +184,11 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 			return err
 		}
 		readies = append(readies, r)
+	}
+	if f.server != "" && readies[0].IntervalMS > 0 {
+		// A targeted server sets its own interval; report that one.
+		f.interval = time.Duration(readies[0].IntervalMS) * time.Millisecond
+		logf("the server hands out a %v heartbeat interval (-interval applies only to a started server)", f.interval)
 	}
 	var enrollS, connectS float64
 	for _, r := range readies {
