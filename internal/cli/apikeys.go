@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"time"
 )
 
@@ -32,13 +31,10 @@ type apiKey struct {
 }
 
 func apiKeysList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	return printList(ctx, a, apiPath("api-keys"), q, "ID\tNAME\tROLE\tOWNER\tCREATED\tLAST USED", func(k apiKey) string {
 		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", k.ID, k.Name, k.Role, dash(k.Owner), fmtTime(k.CreatedAt), fmtTimePtr(k.LastUsedAt))
 	})

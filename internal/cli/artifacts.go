@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,15 +217,12 @@ func (c *client) upload(ctx context.Context, m artifactMetadata, path string) (*
 }
 
 func artifactsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
 	kind := fs.String("kind", "", "only this kind (model, config, container)")
 	name := fs.String("name", "", "only versions of this artifact name")
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	if *kind != "" {
 		q.Set("kind", *kind)
 	}

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -95,13 +94,10 @@ func groupsChange(op string) func(context.Context, *app, *flag.FlagSet, []string
 }
 
 func groupsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	return printList(ctx, a, apiPath("groups"), q, "NAME\tDEVICES\tCREATED BY\tUPDATED", func(g groupInfo) string {
 		return fmt.Sprintf("%s\t%d\t%s\t%s", g.Name, g.Size, g.CreatedBy, fmtTime(g.UpdatedAt))
 	})

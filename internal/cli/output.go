@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -106,6 +107,20 @@ func (p *pageFlags) query(q map[string][]string) {
 	if p.offset > 0 {
 		q["offset"] = []string{fmt.Sprint(p.offset)}
 	}
+}
+
+// parsePaged adds -limit and -offset to fs, parses args (min to max
+// positional arguments) and returns them with the page query.
+func parsePaged(fs *flag.FlagSet, args []string, min, max int) ([]string, url.Values, error) {
+	var pf pageFlags
+	pf.add(fs)
+	pos, err := parseArgs(fs, args, min, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	q := url.Values{}
+	pf.query(q)
+	return pos, q, nil
 }
 
 // printList fetches one page of the list at path and prints the body

@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -173,14 +172,11 @@ func (a *app) showRollout(r rolloutInfo) error {
 }
 
 func rolloutsList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
 	state := fs.String("state", "", "only rollouts in this state (running, waiting_for_approval, halted, completed, aborted)")
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	if *state != "" {
 		q.Set("state", *state)
 	}
@@ -198,14 +194,10 @@ func rolloutsShow(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 }
 
 func rolloutsDevices(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
-	pos, err := parseArgs(fs, args, 1, 1)
+	pos, q, err := parsePaged(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	return printList(ctx, a, apiPath("rollouts", pos[0], "devices"), q, "DEVICE\tWAVE\tSTATE\tUPDATED\tDETAIL", func(d rolloutDeviceInfo) string {
 		return fmt.Sprintf("%s\t%d\t%s\t%s\t%s", d.Device, d.Wave, d.State, fmtTime(d.UpdatedAt), dash(d.Detail))
 	})

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 )
@@ -91,13 +90,10 @@ func tokensCreate(ctx context.Context, a *app, fs *flag.FlagSet, args []string) 
 }
 
 func tokensList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	return printList(ctx, a, apiPath("enrollment-tokens"), q, "ID\tSTATE\tUSES LEFT\tEXPIRES\tTAGS\tREPLACE\tCREATED BY", func(t tokenInfo) string {
 		return fmt.Sprintf("%s\t%s\t%d/%d\t%s\t%s\t%s\t%s", t.ID, t.State, t.UsesLeft, t.Uses, fmtTime(t.ExpiresAt), fmtTags(t.Tags), strconv.FormatBool(t.Replace), t.CreatedBy)
 	})

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -31,13 +30,10 @@ type user struct {
 }
 
 func usersList(ctx context.Context, a *app, fs *flag.FlagSet, args []string) error {
-	var pf pageFlags
-	pf.add(fs)
-	if _, err := parseArgs(fs, args, 0, 0); err != nil {
+	_, q, err := parsePaged(fs, args, 0, 0)
+	if err != nil {
 		return err
 	}
-	q := url.Values{}
-	pf.query(q)
 	return printList(ctx, a, apiPath("users"), q, "NAME\tROLE\tCREATED", func(u user) string {
 		return fmt.Sprintf("%s\t%s\t%s", u.Name, u.Role, fmtTime(u.CreatedAt))
 	})
