@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // stageWriter writes a download to the staging file while hashing it on
@@ -131,14 +133,43 @@ type lazyFile struct {
 	open func() (*os.File, error)
 	f    *os.File
 	err  error
+	// written and started count bytes written and bytes whose writeback
+	// has been started.
+	written, started int64
 }
+
+// writebackChunk: every this many bytes the kernel is asked to start
+// writing them out, so the fsync after the download flushes only the tail
+// instead of the whole model (1 GiB: 0.64 s → 0.36 s for write + fsync on
+// the project machine, docs/benchmarks.md). A hint: durability still comes
+// from the fsync.
+const writebackChunk = 32 << 20
 
 func (l *lazyFile) Write(p []byte) (int, error) {
 	f, err := l.file()
 	if err != nil {
 		return 0, err
 	}
-	return f.Write(p)
+	n, err := f.Write(p)
+	l.written += int64(n)
+	if l.written-l.started >= writebackChunk {
+		startWriteback(f, l.started, l.written-l.started)
+		l.started = l.written
+	}
+	return n, err
+}
+
+// startWriteback asks the kernel to begin writing [off, off+n) of f to disk
+// without waiting (sync_file_range SYNC_FILE_RANGE_WRITE); errors are
+// ignored: the fsync that follows reports what matters.
+func startWriteback(f *os.File, off, n int64) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE)
+	})
 }
 
 // file returns the open file, opening it if no Write has yet.

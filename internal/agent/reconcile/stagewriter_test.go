@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
 	"testing"
 )
 
@@ -48,5 +49,32 @@ func TestStageWriterReportsWriteError(t *testing.T) {
 	}
 	if _, _, err := w.Close(); err == nil || err.Error() != "disk full" {
 		t.Errorf("Close() error = %v, want disk full", err)
+	}
+}
+
+func TestLazyFileStartsWritebackAndKeepsBytes(t *testing.T) {
+	path := t.TempDir() + "/partial"
+	l := &lazyFile{open: func() (*os.File, error) { return os.Create(path) }}
+	chunk := make([]byte, 1<<20)
+	h := sha256.New()
+	for i := range 2*writebackChunk/len(chunk) + 3 {
+		for j := range chunk {
+			chunk[j] = byte(i + j)
+		}
+		h.Write(chunk)
+		if _, err := l.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.close()
+	if l.started != 2*writebackChunk {
+		t.Errorf("writeback started for %d bytes, want %d", l.started, 2*writebackChunk)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(got); !bytes.Equal(sum[:], h.Sum(nil)) {
+		t.Error("file content differs from what was written")
 	}
 }
