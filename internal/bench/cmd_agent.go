@@ -1,17 +1,16 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/agentenv"
 )
 
 // agentResult is what the agent benchmark prints (issue 7). Sizes in MiB.
@@ -140,7 +139,7 @@ func startAgent(ctx context.Context, op *operator, bin, root, name string) (*age
 	if b, err := enroll.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("meshanics-agent enroll: %v\n%s", err, tailString(string(b), 2000))
 	}
-	env, err := readEnvFile(filepath.Join(confDir, "agent.env"))
+	env, err := agentenv.Read(filepath.Join(confDir, "agent.env"))
 	if err != nil {
 		return nil, err
 	}
@@ -182,28 +181,6 @@ func (p *agentProc) stop() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-}
-
-// readEnvFile reads the MESHANICS_* lines of agent.env.
-func readEnvFile(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var env []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || !strings.HasPrefix(k, "MESHANICS_") {
-			return nil, fmt.Errorf("%s: unexpected line %q", path, line)
-		}
-		env = append(env, k+"="+v)
-	}
-	return env, sc.Err()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

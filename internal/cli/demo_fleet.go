@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meshanics/meshanics/internal/agentenv"
 )
 
 // The demo's first half: binaries, control plane, enrollment.
@@ -219,7 +221,7 @@ func (d *demo) enroll(ctx context.Context) error {
 				return err
 			}
 		}
-		env, err := readAgentEnv(filepath.Join(ag.root, "etc", "agent.env"))
+		env, err := agentenv.Read(filepath.Join(ag.root, "etc", "agent.env"))
 		if err != nil {
 			return err
 		}

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -203,29 +201,6 @@ func (g *demoProcGroup) stop(grace time.Duration) {
 	}
 	// Anything else that joined the group (nothing should) goes too.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
-
-// readAgentEnv parses agent.env (KEY=VALUE lines, # comments) as systemd's
-// EnvironmentFile= would, for starting the agent the way its unit does.
-func readAgentEnv(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var env []string
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || !strings.HasPrefix(k, "MESHANICS_") {
-			return nil, fmt.Errorf("%s: unexpected line %q", path, line)
-		}
-		env = append(env, k+"="+strings.Trim(v, `"`))
-	}
-	return env, sc.Err()
 }
 
 // tail returns the last n bytes of s, starting at a line.

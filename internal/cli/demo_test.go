@@ -27,22 +27,6 @@ func TestDemoCanaryIsWaveZero(t *testing.T) {
 	}
 }
 
-func TestReadAgentEnv(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "agent.env")
-	os.WriteFile(p, []byte("# comment\n\nMESHANICS_SERVER=127.0.0.1:9443\nMESHANICS_TAGS=a=b,c=d\n"), 0o600)
-	got, err := readAgentEnv(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"MESHANICS_SERVER=127.0.0.1:9443", "MESHANICS_TAGS=a=b,c=d"}; !cmp.Equal(got, want) {
-		t.Errorf("readAgentEnv = %q, want %q", got, want)
-	}
-	os.WriteFile(p, []byte("PATH=/tmp/evil\n"), 0o600)
-	if _, err := readAgentEnv(p); err == nil {
-		t.Error("readAgentEnv accepted a variable that is not MESHANICS_*")
-	}
-}
-
 func TestQuoteArgs(t *testing.T) {
 	got := quoteArgs([]string{"rollouts", "-probe", `{"type":"file"}`, "it's"})
 	want := []string{"rollouts", "-probe", `'{"type":"file"}'`, `'it'\''s'`}
