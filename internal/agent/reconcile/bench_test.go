@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshanics/meshanics/internal/agent/execx"
+	"github.com/meshanics/meshanics/internal/agent/tufclient"
 	"github.com/meshanics/meshanics/internal/artifact"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
@@ -21,18 +22,20 @@ import (
 // with the network body.
 type fileFetcher struct{ path string }
 
-func (f fileFetcher) Fetch(_ context.Context, a *devicev1.Artifact, w io.Writer) (artifact.Custom, error) {
+func (f fileFetcher) Fetch(_ context.Context, a *devicev1.Artifact, w io.Writer) (tufclient.Verified, error) {
 	src, err := os.Open(f.path)
 	if err != nil {
-		return artifact.Custom{}, err
+		return tufclient.Verified{}, err
 	}
 	defer src.Close()
 	h := sha256.New()
 	// 32 KiB chunks, as an HTTP body arrives through io.Copy.
-	if _, err := io.CopyBuffer(io.MultiWriter(w, h), struct{ io.Reader }{src}, make([]byte, 32<<10)); err != nil {
-		return artifact.Custom{}, err
+	n, err := io.CopyBuffer(io.MultiWriter(w, h), struct{ io.Reader }{src}, make([]byte, 32<<10))
+	if err != nil {
+		return tufclient.Verified{}, err
 	}
-	return artifact.Custom{Kind: "model", Name: a.Name, Version: a.Version, Manifest: &artifact.ModelManifest{Framework: "onnx"}}, nil
+	return tufclient.Verified{Path: a.TargetPath, SHA256: hex.EncodeToString(h.Sum(nil)), Length: n,
+		Custom: artifact.Custom{Kind: "model", Name: a.Name, Version: a.Version, Manifest: &artifact.ModelManifest{Framework: "onnx"}}}, nil
 }
 
 // BenchmarkApplyModel stages, verifies and activates one model of

@@ -12,17 +12,20 @@ import (
 	"io"
 
 	"github.com/meshanics/meshanics/internal/agent/statefile"
-	"github.com/meshanics/meshanics/internal/artifact"
+	"github.com/meshanics/meshanics/internal/agent/tufclient"
 	"github.com/meshanics/meshanics/internal/healthprobe"
 	devicev1 "github.com/meshanics/meshanics/proto/meshanics/device/v1"
 )
 
 // Fetcher is the only way apply code gets bytes: it resolves a.TargetPath
 // through TUF, streams the verified target into w (failing on any digest or
-// length mismatch with both the signed metadata and a) and returns the
-// signed custom metadata of the target.
+// length mismatch with both the signed metadata and a) and returns what it
+// verified: the signed custom metadata, and the sha256 and length of the
+// bytes it wrote, hashed as they streamed. The reconciler trusts that digest
+// and does not hash the bytes a second time (one pass, SPEC §12); it still
+// checks it against the assignment and counts the bytes that reach the disk.
 type Fetcher interface {
-	Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (artifact.Custom, error)
+	Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (tufclient.Verified, error)
 }
 
 // Reporter sends one ReportArtifactStatus.

@@ -28,7 +28,7 @@ type repo struct {
 	fail    error
 	block   bool              // wait for ctx instead of answering
 	midway  func()            // called after half the bytes (crash tests)
-	tamper  map[string]string // "bytes": serve other bytes; "tuf": fail verification
+	tamper  map[string]string // "bytes": serve other bytes; "tuf": fail verification; "short": write less than verified
 }
 
 type target struct {
@@ -38,39 +38,46 @@ type target struct {
 
 func newRepo() *repo { return &repo{targets: map[string]target{}, tamper: map[string]string{}} }
 
-func (r *repo) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (artifact.Custom, error) {
+func (r *repo) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (tufclient.Verified, error) {
 	r.mu.Lock()
 	tg, ok := r.targets[a.GetTargetPath()]
 	fail, block, midway, tamper := r.fail, r.block, r.midway, r.tamper[a.GetTargetPath()]
 	r.mu.Unlock()
 	if block {
 		<-ctx.Done()
-		return artifact.Custom{}, ctx.Err()
+		return tufclient.Verified{}, ctx.Err()
 	}
 	if fail != nil {
-		return artifact.Custom{}, fail
+		return tufclient.Verified{}, fail
 	}
 	if !ok {
-		return artifact.Custom{}, fmt.Errorf("target %s not found", a.GetTargetPath())
+		return tufclient.Verified{}, fmt.Errorf("target %s not found", a.GetTargetPath())
 	}
 	data := tg.data
 	if tamper == "bytes" {
+		// Other bytes, honestly reported: the reconciler must refuse a
+		// digest that is not the assignment's.
 		data = append([]byte("evil"), data[4:]...)
 	}
 	if tamper == "tuf" {
-		return artifact.Custom{}, fmt.Errorf("%w: sha256 mismatch", tufclient.ErrVerification)
+		return tufclient.Verified{}, fmt.Errorf("%w: sha256 mismatch", tufclient.ErrVerification)
+	}
+	sum := sha256.Sum256(data)
+	if tamper == "short" {
+		// A fetcher that verified the whole target but handed on less.
+		data = data[:len(data)-1]
 	}
 	half := len(data) / 2
 	if _, err := w.Write(data[:half]); err != nil {
-		return artifact.Custom{}, err
+		return tufclient.Verified{}, err
 	}
 	if midway != nil {
 		midway()
 	}
 	if _, err := w.Write(data[half:]); err != nil {
-		return artifact.Custom{}, err
+		return tufclient.Verified{}, err
 	}
-	return tg.custom, nil
+	return tufclient.Verified{Path: a.GetTargetPath(), SHA256: hex.EncodeToString(sum[:]), Length: int64(len(data)), Custom: tg.custom}, nil
 }
 
 // publish adds a target and returns the assignment artifact for it.

@@ -149,7 +149,7 @@ func TestExpiredMetadataRefusesInstallAndReportsWhy(t *testing.T) {
 // file, not an empty version directory. A refusal on the metadata (before
 // any byte) never creates anything there at all.
 func TestRefusedDownloadLeavesNothingInTheArtifactArea(t *testing.T) {
-	for _, tamper := range []string{"tuf", "bytes"} {
+	for _, tamper := range []string{"tuf", "bytes", "short"} {
 		t.Run(tamper, func(t *testing.T) {
 			e := newEnv(t)
 			r := e.start(t)
@@ -162,9 +162,11 @@ func TestRefusedDownloadLeavesNothingInTheArtifactArea(t *testing.T) {
 			if got := e.rep.last("a1"); got != "verifying" {
 				t.Fatalf("refused download reported %q, want verifying", got)
 			}
-			// "bytes" is refused by the cross-check of the staged partial
-			// file, so that file existed and must be gone now.
-			if d := e.rep.got[len(e.rep.got)-1]; tamper == "bytes" && !strings.Contains(d, "staged") {
+			// "bytes" and "short" are refused by the cross-checks of the
+			// staged partial file (digest against the assignment, bytes on
+			// disk against the verified length), so that file existed and
+			// must be gone now.
+			if d := e.rep.got[len(e.rep.got)-1]; tamper != "tuf" && !strings.Contains(d, "staged") {
 				t.Fatalf("tampered bytes refused with %q, want the staged-bytes cross-check", d)
 			}
 			ents, err := os.ReadDir(filepath.Join(e.data, "artifacts"))

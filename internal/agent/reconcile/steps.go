@@ -34,7 +34,8 @@ func (r *Reconciler) applier(kind string) (Applier, error) {
 	return a, nil
 }
 
-// download streams the target into the partial file, hashing as it goes.
+// download streams the target into the partial file; the fetcher hashes
+// and verifies it as it streams.
 func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, string) {
 	if r.opts.Fetcher == nil {
 		return EvRejected, "OTA not configured"
@@ -71,10 +72,13 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 	a := &devicev1.Artifact{Kind: t.Artifact.Kind, Name: t.Artifact.Name, Version: t.Artifact.Version,
 		TargetPath: t.Artifact.TargetPath, Sha256: t.Artifact.SHA256, Length: t.Artifact.Length}
 	sw := newStageWriter(pf)
-	custom, err := r.opts.Fetcher.Fetch(ctx, a, sw)
-	n, sum, werr := sw.Close()
+	v, err := r.opts.Fetcher.Fetch(ctx, a, sw)
+	n, werr := sw.Close()
 	if err == nil && werr != nil {
 		err = fmt.Errorf("staging: %w", werr)
+	}
+	if err == nil && n != v.Length {
+		err = fmt.Errorf("%w: staged %d bytes, the fetcher verified %d", tufclient.ErrVerification, n, v.Length)
 	}
 	var f *os.File
 	if err == nil {
@@ -92,13 +96,14 @@ func (r *Reconciler) download(ctx context.Context, t *statefile.Task) (Event, st
 		return EvTransient, fmt.Sprintf("staging: %v", err)
 	}
 	r.crashpoint("did:fetch")
+	custom := v.Custom
 	if err := custom.Validate(); err != nil {
 		return EvRejected, fmt.Sprintf("signed descriptor invalid: %v", err)
 	}
 	if custom.Kind != t.Artifact.Kind || custom.Name != t.Artifact.Name || custom.Version != t.Artifact.Version {
 		return EvRejected, fmt.Sprintf("signed metadata names %s %s@%s, not the assigned artifact", custom.Kind, custom.Name, custom.Version)
 	}
-	t.StagedSHA256, t.StagedLength = sum, n
+	t.StagedSHA256, t.StagedLength = v.SHA256, n
 	t.Artifact.Config, t.Artifact.Container = custom.Config, custom.Container
 	return EvFetched, ""
 }

@@ -169,16 +169,18 @@ func (c *Client) Resolve(ctx context.Context, a *devicev1.Artifact) (Verified, e
 // Fetch resolves a through TUF, then streams the target into w while
 // hashing it; it fails (ErrVerification) on more, fewer or different bytes
 // than the signed target, so the caller must treat w's contents as
-// unverified until Fetch returns nil. It returns the signed descriptor.
-func (c *Client) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (artifact.Custom, error) {
+// unverified until Fetch returns nil. On success the bytes written to w are
+// exactly v.Length bytes with sha256 v.SHA256 (hashed once, as they
+// streamed), and v.Custom is the signed descriptor.
+func (c *Client) Fetch(ctx context.Context, a *devicev1.Artifact, w io.Writer) (Verified, error) {
 	v, err := c.Resolve(ctx, a)
 	if err != nil {
-		return artifact.Custom{}, err
+		return Verified{}, err
 	}
 	if err := c.download(ctx, v, w); err != nil {
-		return artifact.Custom{}, err
+		return Verified{}, err
 	}
-	return v.Custom, nil
+	return v, nil
 }
 
 // FetchFile is Fetch into a private staging file that is renamed to dst
