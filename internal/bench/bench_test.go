@@ -190,3 +190,13 @@ func TestHeartbeatTargetsRunningServer(t *testing.T) {
 		t.Errorf("heartbeat against a running server = %v, want the server's 1 s interval, heartbeats, its RSS", out)
 	}
 }
+
+func TestTokenSplitCoversEveryDevice(t *testing.T) {
+	for _, tc := range []struct{ n, k int }{{1, 1}, {1000, 1}, {1001, 2}, {18000, 18}, {40000, 32}} {
+		k, uses := tokenSplit(tc.n)
+		// device i uses token i % k: token 0 is used ⌈n/k⌉ times, the most.
+		if k != tc.k || uses*k < tc.n || uses != (tc.n+k-1)/k {
+			t.Errorf("tokenSplit(%d) = %d tokens × %d uses, want %d tokens covering every device", tc.n, k, uses, tc.k)
+		}
+	}
+}

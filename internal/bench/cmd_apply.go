@@ -200,9 +200,9 @@ func applyDevice(ctx context.Context, op *operator, cp *controlPlane, dataDir st
 	if err != nil {
 		return nil, err
 	}
-	e := newEnroller([]string{op.url}, token, cp.caPEM)
+	e := newEnroller([]string{op.url}, []string{token}, cp.caPEM)
 	defer e.close()
-	dev, enr, err := e.enroll(ctx, "bench-apply")
+	dev, enr, err := e.enroll(ctx, 0, "bench-apply")
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,20 @@ type heartbeatFlags struct {
 	settle     time.Duration
 	serverProf string
 	selfProf   string
+}
+
+// simGCPercent is the GOGC of a simulator that spans several processes,
+// unless the environment sets one: a share of 18,000 devices holds about
+// 1 GB live (connections, keys), and the default 100 would let each
+// process grow to twice that, which a 100,000-device run on one machine
+// cannot afford beside its servers. A one-process simulator and the
+// servers keep the default.
+const simGCPercent = 50
+
+func simulatorGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(simGCPercent)
+	}
 }
 
 func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -152,18 +167,23 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		}
 	}
 	op := newOperator(webURL, apiKey, caPEM)
-	token, err := op.token(ctx, f.devices)
-	if err != nil {
-		return err
-	}
 	logf("load average before: %s", loadAvg())
 
 	// Shares: the first runs in this process, the others in worker
 	// processes (each connection is a descriptor on both ends).
 	var specs []fleetSpec
+	procs := (f.devices + f.perProcess - 1) / f.perProcess
+	if procs > 1 {
+		simulatorGC()
+	}
 	for from := 0; from < f.devices; from += f.perProcess {
-		specs = append(specs, fleetSpec{WebURLs: webURLs, CAPEM: caPEM, Token: token, Prefix: f.prefix,
-			From: from, Count: min(f.perProcess, f.devices-from), DeviceAddrs: addrs, Duration: f.duration, Settle: f.settle})
+		n := min(f.perProcess, f.devices-from)
+		tokens, err := mintTokens(ctx, op, n)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, fleetSpec{WebURLs: webURLs, CAPEM: caPEM, Tokens: tokens, Prefix: f.prefix,
+			From: from, Count: n, DeviceAddrs: addrs, Duration: f.duration, Settle: f.settle, ConnectConc: max(8, 64/procs)})
 	}
 	workers := make([]*worker, len(specs)-1)
 	for i := range workers {
@@ -191,11 +211,13 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		logf("the server hands out a %v heartbeat interval (-interval applies only to a started server)", f.interval)
 	}
 	var enrollS, connectS float64
+	var retries int64
 	for _, r := range readies {
 		enrollS, connectS = max(enrollS, r.EnrollSeconds), max(connectS, r.ConnectSeconds)
+		retries += r.ConnectRetries
 	}
-	logf("enrolled %d devices in %.1f s (%.0f/s) through POST /api/v1/enroll; connected and registered in %.1f s; %d simulator process(es), %d server(s)",
-		f.devices, enrollS, float64(f.devices)/enrollS, connectS, len(specs), max(len(pids), 1))
+	logf("enrolled %d devices in %.1f s (%.0f/s) through POST /api/v1/enroll; connected and registered in %.1f s (%d retries); %d simulator process(es), %d server(s)",
+		f.devices, enrollS, float64(f.devices)/enrollS, connectS, retries, len(specs), max(len(pids), 1))
 
 	// The servers' CPU is measured over the window, after the settle.
 	before := make([]procSample, len(pids))
@@ -263,10 +285,40 @@ func runHeartbeat(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	return emit(stdout, f.asJSON, out)
 }
 
+// devicesPerToken is how many devices of a share enroll with one bulk
+// token: a token's uses are spent one at a time under its row lock (on
+// PostgreSQL with several replicas about 100–190/s for one token), so a
+// mass enrollment uses several, as an operator enrolling a large fleet
+// would (docs/benchmarks.md).
+const devicesPerToken = 1000
+
+// mintTokens mints the bulk tokens for a share of n devices: device i of
+// the share uses token i % len(tokens), so each needs ⌈n / len⌉ uses.
+func mintTokens(ctx context.Context, op *operator, n int) ([]string, error) {
+	k, uses := tokenSplit(n)
+	tokens := make([]string, k)
+	for i := range tokens {
+		t, err := op.token(ctx, uses)
+		if err != nil {
+			return nil, err
+		}
+		tokens[i] = t
+	}
+	return tokens, nil
+}
+
+// tokenSplit says how many tokens a share of n devices gets (one per
+// devicesPerToken, 1…32) and how many uses each needs.
+func tokenSplit(n int) (k, uses int) {
+	k = max(1, min(32, (n+devicesPerToken-1)/devicesPerToken))
+	return k, (n + k - 1) / k
+}
+
 // runHeartbeatWorker is one simulator process of a large fleet: it reads
 // its fleetSpec from stdin, enrolls and connects, prints fleetReady, waits
 // for "go", runs the heartbeats and prints fleetResult.
 func runHeartbeatWorker(ctx context.Context, _ []string, stdin io.Reader, stdout, _ io.Writer) error {
+	simulatorGC()
 	in := bufio.NewReader(stdin)
 	line, err := in.ReadBytes('\n')
 	if err != nil {

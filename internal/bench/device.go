@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -72,13 +73,13 @@ var (
 // enrolls from many addresses.
 type enroller struct {
 	webURLs []string
-	token   string
+	tokens  []string
 	clients []*http.Client
 	next    atomic.Uint64
 }
 
-func newEnroller(webURLs []string, token string, caPEM []byte) *enroller {
-	e := &enroller{webURLs: webURLs, token: token}
+func newEnroller(webURLs []string, tokens []string, caPEM []byte) *enroller {
+	e := &enroller{webURLs: webURLs, tokens: tokens}
 	u, _ := url.Parse(webURLs[0])
 	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
 		for i := range 32 {
@@ -96,8 +97,9 @@ func (e *enroller) close() {
 	}
 }
 
-// enroll generates a key, sends the CSR and returns the enrolled device.
-func (e *enroller) enroll(ctx context.Context, name string) (*device, enrollResponse, error) {
+// enroll generates a key, sends the CSR with token i of the enroller's
+// (modulo their number) and returns the enrolled device.
+func (e *enroller) enroll(ctx context.Context, i int, name string) (*device, enrollResponse, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, enrollResponse{}, err
@@ -107,7 +109,7 @@ func (e *enroller) enroll(ctx context.Context, name string) (*device, enrollResp
 		return nil, enrollResponse{}, err
 	}
 	body, _ := json.Marshal(enrollRequest{
-		Token: e.token, Name: name, AgentVersion: "bench",
+		Token: e.tokens[i%len(e.tokens)], Name: name, AgentVersion: "bench",
 		CSRPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
 		Hardware: simHardwareJSON,
 		Tags:     simTags,
@@ -165,7 +167,7 @@ func (e *enroller) enrollAll(ctx context.Context, names []string, conc int) ([]*
 				if i >= len(names) || ctx.Err() != nil {
 					return
 				}
-				d, er, err := e.enroll(ctx, names[i])
+				d, er, err := e.enroll(ctx, i, names[i])
 				if err != nil {
 					errMu.Lock()
 					if err1 == nil {
@@ -187,16 +189,22 @@ func (e *enroller) enrollAll(ctx context.Context, names []string, conc int) ([]*
 }
 
 // dial opens the device's one long-lived mutual-TLS gRPC connection to
-// addr, with the agent's keepalive settings. Small transport buffers: a
-// simulator holds thousands of connections in one process.
-func (d *device) dial(addr string, caPEM []byte) error {
+// addr, with the agent's keepalive settings, from source address local
+// (nil: the system's choice). Small transport buffers: a simulator holds
+// thousands of connections in one process.
+func (d *device) dial(addr string, local net.IP, caPEM []byte) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	host, _, _ := net.SplitHostPort(addr)
 	tc := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS13,
 		Certificates: []tls.Certificate{d.cert}}
+	nd := &net.Dialer{Timeout: 20 * time.Second}
+	if local != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: local}
+	}
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return nd.DialContext(ctx, "tcp", a) }),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second, PermitWithoutStream: true}),
 		grpc.WithReadBufferSize(8<<10), grpc.WithWriteBufferSize(8<<10),
 		grpc.WithSharedWriteBuffer(true),
@@ -215,16 +223,44 @@ func (d *device) close() {
 	}
 }
 
+// connectAttempts is how often a device tries to connect and register
+// before the run fails. An agent retries for ever with backoff; the
+// simulator retries a few times (1 s, 2 s, 4 s, 8 s, with jitter) so that
+// a connect storm on an overloaded machine delays the run instead of
+// ending it, and reports how many retries there were.
+const connectAttempts = 5
+
+// sourceAddrs is how many loopback source addresses (127.0.2.x) the
+// connections of a local fleet come from: 100,000 connections from one
+// address would crowd its ephemeral ports.
+const sourceAddrs = 64
+
 // connectAll dials and registers every device (conc at a time) and returns
-// the interval the server handed out.
-func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byte, conc int) (time.Duration, error) {
+// the interval the server handed out and the number of retries.
+func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byte, conc int) (time.Duration, int64, error) {
 	var (
 		next     atomic.Int64
+		retries  atomic.Int64
 		wg       sync.WaitGroup
 		errMu    sync.Mutex
 		err1     error
 		interval atomic.Int64
 	)
+	local := func(i int) net.IP { return nil }
+	if host, _, err := net.SplitHostPort(addrs[0]); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && ip.To4() != nil {
+			local = func(i int) net.IP { return net.IPv4(127, 0, 2, byte(i%sourceAddrs+1)) }
+		}
+	}
+	connect := func(i int) (*devicev1.RegisterResponse, error) {
+		d := devs[i]
+		if err := d.dial(addrs[i%len(addrs)], local(i), caPEM); err != nil {
+			return nil, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		return d.client.Register(rctx, &devicev1.RegisterRequest{AgentVersion: "bench", Hardware: simHardware, Tags: simTags})
+	}
 	for range min(conc, len(devs)) {
 		wg.Go(func() {
 			for {
@@ -232,18 +268,22 @@ func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byt
 				if i >= len(devs) || ctx.Err() != nil {
 					return
 				}
-				d := devs[i]
-				err := d.dial(addrs[i%len(addrs)], caPEM)
 				var resp *devicev1.RegisterResponse
-				if err == nil {
-					rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-					resp, err = d.client.Register(rctx, &devicev1.RegisterRequest{AgentVersion: "bench", Hardware: simHardware, Tags: simTags})
-					cancel()
+				var err error
+				for attempt := range connectAttempts {
+					if attempt > 0 {
+						devs[i].close()
+						retries.Add(1)
+						time.Sleep(time.Duration(float64(time.Second<<(attempt-1)) * (0.5 + mrand.Float64())))
+					}
+					if resp, err = connect(i); err == nil || ctx.Err() != nil {
+						break
+					}
 				}
 				if err != nil {
 					errMu.Lock()
 					if err1 == nil {
-						err1 = fmt.Errorf("device %s: %w", d.name, err)
+						err1 = fmt.Errorf("device %s (after %d attempts): %w", devs[i].name, connectAttempts, err)
 					}
 					errMu.Unlock()
 					return
@@ -259,5 +299,5 @@ func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byt
 	if err1 == nil && interval.Load() <= 0 {
 		err1 = errors.New("register: no heartbeat interval")
 	}
-	return time.Duration(interval.Load()) * time.Millisecond, err1
+	return time.Duration(interval.Load()) * time.Millisecond, retries.Load(), err1
 }

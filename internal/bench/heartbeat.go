@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,14 +15,20 @@ import (
 
 // fleetSpec is one process's share of a simulated fleet.
 type fleetSpec struct {
-	WebURLs     []string      `json:"web_urls"` // enrollment is spread over them
-	CAPEM       []byte        `json:"ca_pem"`
-	Token       string        `json:"token"`
+	WebURLs []string `json:"web_urls"` // enrollment is spread over them
+	CAPEM   []byte   `json:"ca_pem"`
+	// Tokens: device i of the share enrolls with Tokens[i % len(Tokens)].
+	// A bulk token's uses are spent one at a time under its row lock, so a
+	// large fleet enrolls with several (mintTokens).
+	Tokens      []string      `json:"tokens"`
 	Prefix      string        `json:"prefix"`
 	From        int           `json:"from"`
 	Count       int           `json:"count"`
 	DeviceAddrs []string      `json:"device_addrs"` // empty: the address enrollment returns
 	Duration    time.Duration `json:"duration"`
+	// ConnectConc is how many devices connect and register at once
+	// (0: 64); the processes of one fleet share 64 between them.
+	ConnectConc int `json:"connect_conc"`
 	// Settle is heartbeated but not measured: the registration burst of
 	// connecting is not the steady state.
 	Settle time.Duration `json:"settle"`
@@ -32,6 +39,7 @@ type fleetSpec struct {
 type fleetReady struct {
 	EnrollSeconds  float64 `json:"enroll_s"`
 	ConnectSeconds float64 `json:"connect_s"`
+	ConnectRetries int64   `json:"connect_retries"`
 	IntervalMS     int64   `json:"interval_ms"`
 }
 
@@ -62,7 +70,7 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 	for i := range names {
 		names[i] = deviceName(spec.Prefix, spec.From+i)
 	}
-	e := newEnroller(spec.WebURLs, spec.Token, spec.CAPEM)
+	e := newEnroller(spec.WebURLs, spec.Tokens, spec.CAPEM)
 	devs, first, took, err := e.enrollAll(ctx, names, 32)
 	e.close()
 	f := &simFleet{spec: spec, devs: devs}
@@ -76,12 +84,20 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 		addrs = []string{first.Config.Server}
 	}
 	t0 := time.Now()
-	if f.interval, err = connectAll(ctx, devs, addrs, spec.CAPEM, 64); err != nil {
+	conc := spec.ConnectConc
+	if conc <= 0 {
+		conc = 64
+	}
+	if f.interval, ready.ConnectRetries, err = connectAll(ctx, devs, addrs, spec.CAPEM, conc); err != nil {
 		f.close()
 		return nil, fleetReady{}, fmt.Errorf("connect: %w", err)
 	}
 	ready.ConnectSeconds = time.Since(t0).Seconds()
 	ready.IntervalMS = f.interval.Milliseconds()
+	// Enrolling and connecting left garbage (keys, CSRs, handshakes) that
+	// the steady state does not need: give it back to the machine the
+	// servers share before measuring.
+	debug.FreeOSMemory()
 	return f, ready, nil
 }
 
