@@ -2,7 +2,9 @@
 # Reproduces every figure of docs/benchmarks.md (issue 7, SPEC §12).
 # Usage: scripts/bench.sh [quick]     (quick: small sizes, for a smoke run)
 # Needs: go, openssl; for the PostgreSQL rows MESHANICS_BENCH_POSTGRES, a DSN of
-# a role that may CREATE DATABASE (each row gets a fresh database).
+# a role that may CREATE DATABASE (each row gets a fresh database), on a server
+# with max_connections of at least 120 (each replica pools up to 16 connections;
+# six replicas in the last row).
 # Prints one line per figure: the command, the load average, the JSON result.
 set -eu
 cd "$(dirname "$0")/.."
@@ -46,4 +48,6 @@ run agent -duration 60s
 if [ -n "${MESHANICS_BENCH_POSTGRES:-}" ]; then
 	run heartbeat -devices 19000 -interval 6s -duration 60s -database "$(fresh_db meshanics_bench_pg1)"
 	run heartbeat -devices 38000 -interval 12s -duration 60s -replicas 2 -database "$(fresh_db meshanics_bench_pg2)"
+	run heartbeat -devices 60000 -interval 30s -duration 60s -settle 45s -replicas 4 -database "$(fresh_db meshanics_bench_pg4)"
+	run heartbeat -devices 100000 -interval 30s -duration 60s -settle 45s -replicas 6 -database "$(fresh_db meshanics_bench_pg6)"
 fi
