@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,6 +166,9 @@ type Server struct {
 	interval *intervalPolicy
 	writes   *writeLimiter
 	metrics  *metrics
+	// conns counts the device connections open on the listener Serve
+	// was given (the adaptive interval counts them as online).
+	conns atomic.Int64
 
 	installedSink InstalledSink
 	installedSeen *installedSeen
@@ -289,7 +293,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener, tlsConf *tls.Confi
 	go func() { runDone <- s.Run(runCtx) }()
 
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- gs.Serve(lis) }()
+	go func() { serveDone <- gs.Serve(countingListener{Listener: lis, open: &s.conns}) }()
 	var serveErr error
 	select {
 	case <-ctx.Done():

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -536,6 +538,42 @@ func TestIntervalWidensForLargeFleets(t *testing.T) {
 	}
 	if got := e.srv.OnlineDevices(); got != 2 {
 		t.Errorf("OnlineDevices() = %d, want 2", got)
+	}
+}
+
+// Devices that are connected but have not heartbeated yet (a fleet that
+// just reconnected) already count: the interval widens before their
+// heartbeats arrive at the base rate, and narrows when they go.
+func TestIntervalWidensForConnectedDevices(t *testing.T) {
+	e := newEnv(t, envOpts{interval: 30 * time.Second, flush: 5 * time.Second, budget: 0.02, poll: 5 * time.Millisecond})
+	ctx := ctxT(t)
+	var conns []*grpc.ClientConn
+	for _, name := range []string{"dev-a", "dev-b"} {
+		c := e.dialConn(e.enroll(name).cert, e.ca.Pool())
+		c.Connect()
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		for s := c.GetState(); s != connectivity.Ready; s = c.GetState() {
+			if !c.WaitForStateChange(ctx, s) {
+				t.Fatalf("connection never became ready: %v", ctx.Err())
+			}
+		}
+	}
+	for e.srv.interval.current() != 75*time.Second && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.srv.interval.current(); got != 75*time.Second || e.srv.OnlineDevices() != 0 {
+		t.Fatalf("two connected devices that never heartbeated: interval %v (online %d), want 75s with nobody seen online", got, e.srv.OnlineDevices())
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	for e.srv.interval.current() != 30*time.Second && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, n := e.srv.interval.current(), e.srv.conns.Load(); got != 30*time.Second || n != 0 {
+		t.Errorf("after both disconnected: interval %v with %d connections counted, want 30s and 0", got, n)
 	}
 }
 

@@ -12,6 +12,7 @@ type metrics struct {
 	rpcDuration *prometheus.HistogramVec
 	heartbeats  prometheus.Counter
 	online      prometheus.GaugeFunc
+	connections prometheus.GaugeFunc
 	interval    prometheus.GaugeFunc
 }
 
@@ -30,6 +31,10 @@ func newMetrics(s *Server) *metrics {
 			Name: "meshanics_devices_online",
 			Help: "Devices that heartbeated this replica within 3x the heartbeat interval.",
 		}, func() float64 { return float64(s.interval.onlineCount()) }),
+		connections: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshanics_device_connections",
+			Help: "Device connections open on this replica (counted as online by the adaptive heartbeat interval).",
+		}, func() float64 { return float64(s.conns.Load()) }),
 		interval: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meshanics_heartbeat_interval_seconds",
 			Help: "Heartbeat interval currently handed to devices (widened for large fleets).",
@@ -38,7 +43,7 @@ func newMetrics(s *Server) *metrics {
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.rpcDuration, m.heartbeats, m.online, m.interval} {
+	for _, c := range []prometheus.Collector{m.rpcDuration, m.heartbeats, m.online, m.connections, m.interval} {
 		if err := r.Register(c); err != nil {
 			return err
 		}

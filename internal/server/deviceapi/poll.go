@@ -59,7 +59,7 @@ func (s *Server) pollLoop(ctx context.Context) error {
 				s.cache.feedSucceeded(now)
 			}
 		}
-		s.interval.update(s.presence.Online(now, 3*s.interval.current()))
+		s.interval.update(s.presence.Online(now, 3*s.interval.current()), int(s.conns.Load()))
 		s.cache.prune(now)
 		s.writes.prune(now)
 		select {
