@@ -78,7 +78,7 @@ func runRollout(ctx context.Context, args []string, _ io.Reader, stdout, stderr 
 	if err != nil {
 		return err
 	}
-	fleet, ready, err := prepareFleet(ctx, fleetSpec{WebURLs: []string{op.url}, CAPEM: cp.caPEM, Tokens: []string{token}, Prefix: "ro", Count: *devices})
+	fleet, ready, err := prepareFleet(ctx, fleetSpec{WebURLs: []string{op.url}, CAPEM: cp.caPEM, Tokens: []string{token}, Prefix: "ro", Count: *devices, Driven: true})
 	if err != nil {
 		return err
 	}

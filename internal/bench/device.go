@@ -235,9 +235,11 @@ const connectAttempts = 5
 // address would crowd its ephemeral ports.
 const sourceAddrs = 64
 
-// connectAll dials and registers every device (conc at a time) and returns
-// the interval the server handed out and the number of retries.
-func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byte, conc int) (time.Duration, int64, error) {
+// connectAll dials and registers every device (conc at a time), calls
+// registered with each device and the interval its Register returned, and
+// returns the last interval the server handed out and the number of
+// retries.
+func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byte, conc int, registered func(*device, time.Duration)) (time.Duration, int64, error) {
 	var (
 		next     atomic.Int64
 		retries  atomic.Int64
@@ -289,6 +291,9 @@ func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byt
 					return
 				}
 				interval.Store(resp.GetHeartbeatIntervalMs())
+				if ms := resp.GetHeartbeatIntervalMs(); ms > 0 && registered != nil {
+					registered(devs[i], time.Duration(ms)*time.Millisecond)
+				}
 			}
 		})
 	}

@@ -29,6 +29,9 @@ type fleetSpec struct {
 	// ConnectConc is how many devices connect and register at once
 	// (0: 64); the processes of one fleet share 64 between them.
 	ConnectConc int `json:"connect_conc"`
+	// Driven: the caller drives the devices itself (the rollout
+	// benchmark); they do not heartbeat on their own from registration.
+	Driven bool `json:"driven"`
 	// Settle is heartbeated but not measured: the registration burst of
 	// connecting is not the steady state.
 	Settle time.Duration `json:"settle"`
@@ -55,12 +58,32 @@ type fleetResult struct {
 	LastIntervalMS int64 `json:"last_interval_ms"`
 }
 
-// simFleet is a running share of simulated devices.
+// simFleet is a running share of simulated devices. Each device
+// heartbeats from the moment it has registered, like an agent: a device
+// that connected early in a long connect phase must not sit idle until
+// the measurement starts (its connection would see keepalive pings instead
+// of heartbeats, and the replica would not count it online). Only the
+// heartbeats of the measured window count.
 type simFleet struct {
 	spec     fleetSpec
 	devs     []*device
 	interval time.Duration
+
+	loops   sync.WaitGroup
+	stop    context.Context // ends every device loop
+	release context.CancelFunc
+	window  atomic.Pointer[window] // nil until heartbeat starts the run
+
+	beats, errs  atomic.Int64
+	widest, last atomic.Int64
+	mu           sync.Mutex
+	lat          []uint32 // guarded by mu
+	firstErr     string   // guarded by mu
 }
+
+// window is the measured part of a run: heartbeats started in
+// [measureFrom, end) count; a device loop stops at end.
+type window struct{ measureFrom, end time.Time }
 
 func deviceName(prefix string, i int) string { return fmt.Sprintf("%s-%06d", prefix, i) }
 
@@ -74,6 +97,7 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 	devs, first, took, err := e.enrollAll(ctx, names, 32)
 	e.close()
 	f := &simFleet{spec: spec, devs: devs}
+	f.stop, f.release = context.WithCancel(ctx)
 	if err != nil {
 		f.close()
 		return nil, fleetReady{}, fmt.Errorf("enroll: %w", err)
@@ -84,11 +108,15 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 		addrs = []string{first.Config.Server}
 	}
 	t0 := time.Now()
+	registered := f.run
+	if spec.Driven {
+		registered = nil
+	}
 	conc := spec.ConnectConc
 	if conc <= 0 {
 		conc = 64
 	}
-	if f.interval, ready.ConnectRetries, err = connectAll(ctx, devs, addrs, spec.CAPEM, conc); err != nil {
+	if f.interval, ready.ConnectRetries, err = connectAll(ctx, devs, addrs, spec.CAPEM, conc, registered); err != nil {
 		f.close()
 		return nil, fleetReady{}, fmt.Errorf("connect: %w", err)
 	}
@@ -102,6 +130,8 @@ func prepareFleet(ctx context.Context, spec fleetSpec) (*simFleet, fleetReady, e
 }
 
 func (f *simFleet) close() {
+	f.release()
+	f.loops.Wait()
 	for _, d := range f.devs {
 		if d != nil {
 			d.close()
@@ -109,77 +139,80 @@ func (f *simFleet) close() {
 	}
 }
 
-// heartbeat runs every device like the agent does for spec.Duration: a
-// heartbeat every server-set interval × [0.9, 1.1), the first at a random
-// point of the first interval (a fleet's phases are spread).
+// heartbeat measures the share for spec.Duration after spec.Settle: every
+// device keeps heartbeating like the agent does (a heartbeat every
+// server-set interval × [0.9, 1.1), the first at a random point of the
+// first interval after it registered), and the loops stop at the end.
 func (f *simFleet) heartbeat(ctx context.Context) fleetResult {
-	start := time.Now()
-	measureFrom := start.Add(f.spec.Settle)
-	end := measureFrom.Add(f.spec.Duration)
-	var (
-		beats, errs   atomic.Int64
-		widest, last  atomic.Int64
-		mu            sync.Mutex
-		lat           = make([]uint32, 0, 1024)
-		firstErr      string
-		wg            sync.WaitGroup
-		base          = f.interval
-		stop, release = context.WithCancel(ctx)
-	)
-	defer release()
-	for _, d := range f.devs {
-		wg.Go(func() {
-			local := make([]uint32, 0, 8)
-			interval := base
-			wait := time.Duration(rand.Int64N(int64(interval)))
-			for {
-				t := time.NewTimer(wait)
-				select {
-				case <-stop.Done():
-					t.Stop()
-					return
-				case <-t.C:
+	measureFrom := time.Now().Add(f.spec.Settle)
+	f.window.Store(&window{measureFrom: measureFrom, end: measureFrom.Add(f.spec.Duration)})
+	done := make(chan struct{})
+	go func() { f.loops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.release()
+		<-done
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fleetResult{Heartbeats: f.beats.Load(), Errors: f.errs.Load(), FirstError: f.firstErr,
+		LatencyUS: f.lat, IntervalMS: f.widest.Load(), LastIntervalMS: f.last.Load()}
+}
+
+// run starts d's heartbeat loop; interval is the one Register returned.
+func (f *simFleet) run(d *device, interval time.Duration) {
+	f.loops.Go(func() {
+		local := make([]uint32, 0, 8)
+		wait := time.Duration(rand.Int64N(int64(interval)))
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-f.stop.Done():
+				t.Stop()
+				f.mu.Lock()
+				f.lat = append(f.lat, local...)
+				f.mu.Unlock()
+				return
+			case <-t.C:
+			}
+			w := f.window.Load()
+			if w != nil && !time.Now().Before(w.end) {
+				break
+			}
+			cctx, cancel := context.WithTimeout(f.stop, 20*time.Second)
+			t0 := time.Now()
+			resp, err := d.client.Heartbeat(cctx, &devicev1.HeartbeatRequest{})
+			took := time.Since(t0)
+			cancel()
+			measured := w != nil && !t0.Before(w.measureFrom)
+			switch {
+			case err != nil && measured:
+				if f.errs.Add(1) == 1 {
+					f.mu.Lock()
+					f.firstErr = fmt.Sprintf("%s: %v", d.name, err)
+					f.mu.Unlock()
 				}
-				if !time.Now().Before(end) {
-					break
+			case err == nil:
+				if measured {
+					f.beats.Add(1)
+					local = append(local, uint32(min(took.Microseconds(), 1<<32-1)))
 				}
-				cctx, cancel := context.WithTimeout(stop, 20*time.Second)
-				t0 := time.Now()
-				resp, err := d.client.Heartbeat(cctx, &devicev1.HeartbeatRequest{})
-				took := time.Since(t0)
-				cancel()
-				measured := !t0.Before(measureFrom)
-				switch {
-				case err != nil && measured:
-					if errs.Add(1) == 1 {
-						mu.Lock()
-						firstErr = fmt.Sprintf("%s: %v", d.name, err)
-						mu.Unlock()
-					}
-				case err == nil:
+				if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
+					interval = time.Duration(ms) * time.Millisecond
 					if measured {
-						beats.Add(1)
-						local = append(local, uint32(min(took.Microseconds(), 1<<32-1)))
-					}
-					if ms := resp.GetHeartbeatIntervalMs(); ms > 0 {
-						interval = time.Duration(ms) * time.Millisecond
-						if measured {
-							last.Store(ms)
-							for w := widest.Load(); ms > w && !widest.CompareAndSwap(w, ms); w = widest.Load() {
-							}
+						f.last.Store(ms)
+						for w := f.widest.Load(); ms > w && !f.widest.CompareAndSwap(w, ms); w = f.widest.Load() {
 						}
 					}
 				}
-				wait = time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64()))
 			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	return fleetResult{Heartbeats: beats.Load(), Errors: errs.Load(), FirstError: firstErr,
-		LatencyUS: lat, IntervalMS: widest.Load(), LastIntervalMS: last.Load()}
+			wait = time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64()))
+		}
+		f.mu.Lock()
+		f.lat = append(f.lat, local...)
+		f.mu.Unlock()
+	})
 }
 
 // percentile of sorted microseconds, in milliseconds.
