@@ -5,6 +5,9 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meshanics/meshanics/internal/agent/control"
 	"github.com/meshanics/meshanics/internal/agent/hardware"
 	"github.com/meshanics/meshanics/internal/agent/identity"
@@ -77,9 +80,16 @@ func (a *Agent) loop(ctx context.Context) error {
 			return ErrDecommissioned
 		case err != nil:
 			failures++
-			// Re-register after any failure: it is idempotent and tells
-			// a server that lost track of us everything again.
-			registered = false
+			// Re-register after a failure that may mean the server lost
+			// track of us (it is idempotent and tells it everything
+			// again), but not after one that only says the server is
+			// unreachable or overloaded: then the next attempt is a
+			// heartbeat, which writes nothing on the server, so a fleet
+			// recovering from an outage or an overload does not turn
+			// into a storm of Register transactions.
+			if !transient(err) {
+				registered = false
+			}
 			wait = Backoff(failures, a.d.Rand())
 			a.log.Warn("device API unreachable or refusing; backing off", "err", err, "failures", failures, "retry_in", wait.Round(time.Millisecond))
 		default:
@@ -97,6 +107,17 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// transient reports whether err only says the device API could not be
+// reached or did not answer in time (no connection, a deadline, load
+// shedding): the device's record and registration still stand.
+func transient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 func clampInterval(ms time.Duration, cur time.Duration) time.Duration {

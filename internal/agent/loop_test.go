@@ -148,6 +148,43 @@ func TestUnreachableServerBacksOffExponentiallyAndRecovers(t *testing.T) {
 	})
 }
 
+// After an outage or overload (Unavailable, DeadlineExceeded,
+// ResourceExhausted) the agent resumes with a heartbeat, which writes
+// nothing on the server; after any other failure it registers again.
+func TestReRegistersOnlyAfterNonTransientFailures(t *testing.T) {
+	for _, tc := range []struct {
+		code codes.Code
+		want int
+	}{
+		{codes.Unavailable, 1}, {codes.DeadlineExceeded, 1}, {codes.ResourceExhausted, 1},
+		{codes.Internal, 2}, {codes.NotFound, 2},
+	} {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ca := testca.New(t)
+				f := newFakeCP(ca)
+				dev := newDevice(t, ca, time.Now().Add(-time.Hour), 90*24*time.Hour)
+				var dials int
+				a := New(dev.cfg, testDeps(f, &dials, nil))
+				stop, _ := start(a)
+				time.Sleep(time.Minute)
+				f.setErr(status.Error(tc.code, "trouble"))
+				time.Sleep(time.Minute)
+				f.setErr(nil)
+				time.Sleep(BackoffMax + time.Minute)
+				if err := stop(); err != nil {
+					t.Fatalf("Run() = %v after cancel, want nil", err)
+				}
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if f.registers != tc.want {
+					t.Errorf("after %v failures the agent registered %d times, want %d", tc.code, f.registers, tc.want)
+				}
+			})
+		})
+	}
+}
+
 func TestRenewalWhenAThirdOfLifeLeft(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ca := testca.New(t)
