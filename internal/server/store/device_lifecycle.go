@@ -226,6 +226,17 @@ func (db *DB) RegisterDevice(ctx context.Context, name string, reg Registration)
 		merged := make(map[string]string, len(d.Tags)+len(reg.Tags))
 		maps.Copy(merged, d.Tags)
 		maps.Copy(merged, reg.Tags)
+		// The enrollment token's tags are the operator's word: a device's
+		// declared tags never override them, here as at enrollment
+		// (docs/server.md), so a device cannot move itself between the
+		// groups an operator put it in.
+		if d.EnrolledWith != "" {
+			tokenTags, err := tx.enrollmentTokenTags(ctx, d.EnrolledWith)
+			if err != nil {
+				return err
+			}
+			maps.Copy(merged, tokenTags)
+		}
 		changed := !jsonEqual(d.Hardware, []byte(hw)) || d.AgentVersion != reg.AgentVersion ||
 			!maps.Equal(d.Tags, merged) || !jsonEqual(d.Installed, []byte(installed))
 		seen := max(ms(reg.Now), ms(d.LastSeen))

@@ -202,6 +202,39 @@ func TestRegisterDevice(t *testing.T) {
 	})
 }
 
+// A device's declared tags never override its enrollment token's: the
+// token's tags are the operator's word, at Register as at enrollment.
+func TestRegisterKeepsTheTokensTags(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		var tok store.EnrollmentToken
+		mustTx(t, db, func(tx *store.Tx) error {
+			var err error
+			tok, err = tx.CreateEnrollmentToken(ctx, "user:admin", store.NewEnrollmentToken{Hash: store.HashSecret("mst_tags"),
+				ExpiresAt: time.Now().Add(time.Hour), Uses: 1, Tags: map[string]string{"group": "canary"}})
+			if err != nil {
+				return err
+			}
+			_, _, err = tx.EnrollDevice(ctx, store.Enrollment{Name: "edge-1", Fleet: "f", Cert: newCert("k1"),
+				HeartbeatInterval: 30 * time.Second, TokenID: tok.ID, Tags: map[string]string{"group": "canary"}})
+			return err
+		})
+		reg := store.Registration{Hardware: []byte(`{}`), Tags: map[string]string{"group": "stable", "role": "cam"}, Now: time.Now()}
+		if err := db.RegisterDevice(ctx, "edge-1", reg); err != nil {
+			t.Fatal(err)
+		}
+		d, _ := db.DeviceByName(ctx, "edge-1")
+		if want := map[string]string{"group": "canary", "role": "cam"}; !cmp.Equal(d.Tags, want) {
+			t.Errorf("tags after a Register declaring group=stable = %v, want %v (the token's group stays)", d.Tags, want)
+		}
+		items, n, err := db.ListDevices(ctx, store.DeviceFilter{Tags: map[string]string{"group": "stable"}}, store.Page{})
+		if err != nil || n != 0 {
+			t.Errorf("ListDevices(group=stable) = %v (%d), %v; want none", items, n, err)
+		}
+	})
+}
+
 func TestRenewDeviceCert(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, db *store.DB) {

@@ -160,3 +160,17 @@ func (db *DB) EnrollmentToken(ctx context.Context, id string) (EnrollmentToken, 
 func (db *DB) ListEnrollmentTokens(ctx context.Context, p Page) (items []EnrollmentToken, total int, err error) {
 	return listPage(ctx, db, "enrollment tokens", tokenColumns, "enrollment_tokens", "created_at DESC, id", nil, p, scanToken)
 }
+
+// enrollmentTokenTags returns the tags of token id (none when the token no
+// longer exists).
+func (tx *Tx) enrollmentTokenTags(ctx context.Context, id string) (map[string]string, error) {
+	var tags string
+	err := tx.QueryRow(ctx, "SELECT tags FROM enrollment_tokens WHERE id = ?", id).Scan(&tags)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("enrollment token tags: %w", err)
+	}
+	return parseTags(tags)
+}
