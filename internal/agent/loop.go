@@ -5,9 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/meshanics/meshanics/internal/agent/control"
 	"github.com/meshanics/meshanics/internal/agent/hardware"
 	"github.com/meshanics/meshanics/internal/agent/identity"
@@ -87,7 +84,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			// heartbeat, which writes nothing on the server, so a fleet
 			// recovering from an outage or an overload does not turn
 			// into a storm of Register transactions.
-			if !transient(err) {
+			if !control.IsTransient(err) {
 				registered = false
 			}
 			wait = Backoff(failures, a.d.Rand())
@@ -107,17 +104,6 @@ func (a *Agent) loop(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// transient reports whether err only says the device API could not be
-// reached or did not answer in time (no connection, a deadline, load
-// shedding): the device's record and registration still stand.
-func transient(err error) bool {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
-		return true
-	}
-	return errors.Is(err, context.DeadlineExceeded)
 }
 
 func clampInterval(ms time.Duration, cur time.Duration) time.Duration {

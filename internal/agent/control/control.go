@@ -6,6 +6,7 @@
 package control
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -45,6 +46,18 @@ func IsDecommissioned(err error) bool {
 		}
 	}
 	return false
+}
+
+// IsTransient reports whether err only says the device API could not be
+// reached or did not answer in time (no connection, a deadline, load
+// shedding): the device's record and registration still stand, so the
+// agent retries with a heartbeat rather than registering again.
+func IsTransient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 // ClientCertSource gives TLS the current device certificate on each
