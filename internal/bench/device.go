@@ -81,12 +81,8 @@ type enroller struct {
 func newEnroller(webURLs []string, tokens []string, caPEM []byte) *enroller {
 	e := &enroller{webURLs: webURLs, tokens: tokens}
 	u, _ := url.Parse(webURLs[0])
-	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() && ip.To4() != nil {
-		for i := range 32 {
-			e.clients = append(e.clients, httpClient(caPEM, net.IPv4(127, 0, 1, byte(i+1))))
-		}
-	} else {
-		e.clients = []*http.Client{httpClient(caPEM, nil)}
+	for _, src := range loopbackSources(u.Hostname(), 1, 32) {
+		e.clients = append(e.clients, httpClient(caPEM, src))
 	}
 	return e
 }
@@ -188,6 +184,20 @@ func (e *enroller) enrollAll(ctx context.Context, names []string, conc int) ([]*
 	return devs, first, time.Since(start), err1
 }
 
+// loopbackSources returns n source addresses 127.0.<subnet>.1…n when host
+// is an IPv4 loopback address (a local fleet comes from many addresses, as
+// a real one does), and otherwise one nil: the system's choice.
+func loopbackSources(host string, subnet byte, n int) []net.IP {
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() || ip.To4() == nil {
+		return []net.IP{nil}
+	}
+	srcs := make([]net.IP, n)
+	for i := range srcs {
+		srcs[i] = net.IPv4(127, 0, subnet, byte(i+1))
+	}
+	return srcs
+}
+
 // dial opens the device's one long-lived mutual-TLS gRPC connection to
 // addr, with the agent's keepalive settings, from source address local
 // (nil: the system's choice). Small transport buffers: a simulator holds
@@ -248,15 +258,11 @@ func connectAll(ctx context.Context, devs []*device, addrs []string, caPEM []byt
 		err1     error
 		interval atomic.Int64
 	)
-	local := func(i int) net.IP { return nil }
-	if host, _, err := net.SplitHostPort(addrs[0]); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() && ip.To4() != nil {
-			local = func(i int) net.IP { return net.IPv4(127, 0, 2, byte(i%sourceAddrs+1)) }
-		}
-	}
+	host, _, _ := net.SplitHostPort(addrs[0])
+	srcs := loopbackSources(host, 2, sourceAddrs)
 	connect := func(i int) (*devicev1.RegisterResponse, error) {
 		d := devs[i]
-		if err := d.dial(addrs[i%len(addrs)], local(i), caPEM); err != nil {
+		if err := d.dial(addrs[i%len(addrs)], srcs[i%len(srcs)], caPEM); err != nil {
 			return nil, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -164,21 +164,23 @@ func (f *simFleet) heartbeat(ctx context.Context) fleetResult {
 func (f *simFleet) run(d *device, interval time.Duration) {
 	f.loops.Go(func() {
 		local := make([]uint32, 0, 8)
+		defer func() {
+			f.mu.Lock()
+			f.lat = append(f.lat, local...)
+			f.mu.Unlock()
+		}()
 		wait := time.Duration(rand.Int64N(int64(interval)))
 		for {
 			t := time.NewTimer(wait)
 			select {
 			case <-f.stop.Done():
 				t.Stop()
-				f.mu.Lock()
-				f.lat = append(f.lat, local...)
-				f.mu.Unlock()
 				return
 			case <-t.C:
 			}
 			w := f.window.Load()
 			if w != nil && !time.Now().Before(w.end) {
-				break
+				return
 			}
 			cctx, cancel := context.WithTimeout(f.stop, 20*time.Second)
 			t0 := time.Now()
@@ -209,9 +211,6 @@ func (f *simFleet) run(d *device, interval time.Duration) {
 			}
 			wait = time.Duration(float64(interval) * (0.9 + 0.2*rand.Float64()))
 		}
-		f.mu.Lock()
-		f.lat = append(f.lat, local...)
-		f.mu.Unlock()
 	})
 }
 
